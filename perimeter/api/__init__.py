@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI). Thin: validates requests, calls ingest/ and retrieval/, shapes responses."""

@@ -1,0 +1,127 @@
+"""One error shape for every failure: ``{"error": {"code", "message", "details"}}``.
+
+No response ever carries a traceback; unexpected errors are logged with a request id that the
+response repeats, so an operator can find the log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from perimeter.backends.blob_store import FileTooLarge
+from perimeter.backends.openai_llm import LLMUnavailable
+from perimeter.backends.qdrant_store import StoreUnavailable
+from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _clean_validation(errors: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        out.append(
+            {
+                "loc": [str(p) for p in e.get("loc", [])],
+                "message": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
+        )
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "malformed_json", "the request body is not valid JSON")
+        return error_response(
+            422, "invalid_request", "the request is not valid", _clean_validation(errors)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(InvalidDocument)
+    async def _invalid(_: Request, exc: InvalidDocument) -> JSONResponse:
+        return error_response(422, "invalid_document", str(exc))
+
+    @app.exception_handler(UnsupportedFileType)
+    async def _unsupported(_: Request, exc: UnsupportedFileType) -> JSONResponse:
+        return error_response(415, "unsupported_file_type", str(exc))
+
+    @app.exception_handler(FileTooLarge)
+    async def _too_large(_: Request, exc: FileTooLarge) -> JSONResponse:
+        return error_response(413, "file_too_large", str(exc))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("vector store unavailable: %s", exc)
+        return error_response(
+            503,
+            "vector_store_unavailable",
+            "the vector store is not reachable; try again shortly",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(LLMUnavailable)
+    async def _llm(_: Request, exc: LLMUnavailable) -> JSONResponse:
+        log.warning("LLM unavailable: %s", exc)
+        return error_response(
+            503,
+            "llm_unavailable",
+            "the language model is not reachable; try again shortly, or ask with "
+            "allow_degraded=true for the sources alone",
+            headers={"Retry-After": "10"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error (request %s)", request_id, exc_info=exc)
+        return error_response(
+            500, "internal_error", f"internal error; the server log has request id {request_id}"
+        )

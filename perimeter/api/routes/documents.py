@@ -1,0 +1,180 @@
+"""Documents and jobs: upload (202 + job), list, get, delete."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+
+from perimeter.api.deps import PrincipalDep, ServicesDep
+from perimeter.api.errors import APIError
+from perimeter.api.schemas import (
+    DocumentList,
+    DocumentOut,
+    JobOut,
+    UploadedOut,
+    UploadResponse,
+)
+from perimeter.backends.blob_store import FileTooLarge
+from perimeter.domain import DocumentStatus
+from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
+from perimeter.ingest.pipeline import StagedUpload
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["documents"])
+
+MAX_METADATA_CHARS = 16_384
+
+
+def _parse_metadata(raw: str | None) -> dict[str, Any]:
+    if raw is None or not raw.strip():
+        return {}
+    if len(raw) > MAX_METADATA_CHARS:
+        raise APIError(413, "metadata_too_large", f"metadata exceeds {MAX_METADATA_CHARS} chars")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise APIError(400, "malformed_metadata", f"metadata is not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict):
+        raise APIError(400, "malformed_metadata", "metadata must be a JSON object")
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool) and not (
+            isinstance(item, list) and all(isinstance(i, str) for i in item)
+        ):
+            raise APIError(
+                400,
+                "malformed_metadata",
+                f"metadata field {key!r} must be a string, number, boolean or list of strings",
+            )
+    return value
+
+
+@router.post(
+    "/documents",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadResponse,
+    summary="Upload one or many files for ingestion",
+)
+def upload_documents(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    files: Annotated[list[UploadFile], File(description="One or many files.")],
+    metadata: Annotated[str | None, Form(description="JSON object applied to every file.")] = None,
+) -> UploadResponse:
+    limits = services.settings.api
+    if not files:
+        raise APIError(400, "no_files", "attach at least one file in the 'files' field")
+    if len(files) > limits.max_files_per_request:
+        raise APIError(
+            413, "too_many_files", f"at most {limits.max_files_per_request} files per request"
+        )
+    meta = _parse_metadata(metadata)
+
+    # Stage and validate every file first: a request with one bad file stores nothing.
+    staged: list[StagedUpload] = []
+    total = 0
+    try:
+        for upload in files:
+            name = upload.filename or "upload"
+            try:
+                item = services.ingestion.stage(
+                    upload.file, name, upload.content_type, limits.max_file_bytes
+                )
+            except (InvalidDocument, UnsupportedFileType, FileTooLarge) as exc:
+                code, http = {
+                    InvalidDocument: ("invalid_document", 422),
+                    UnsupportedFileType: ("unsupported_file_type", 415),
+                    FileTooLarge: ("file_too_large", 413),
+                }[type(exc)]
+                raise APIError(http, code, f"{name}: {exc}", {"filename": name}) from exc
+            staged.append(item)
+            total += item.size_bytes
+            if total > limits.max_request_bytes:
+                raise APIError(
+                    413,
+                    "request_too_large",
+                    f"files exceed {limits.max_request_bytes // (1024 * 1024)} MiB per request",
+                )
+    except BaseException:
+        services.ingestion.discard(staged)
+        raise
+
+    out: list[UploadedOut] = []
+    for item in staged:
+        submitted = services.ingestion.submit(item, principal.tenant_id, meta)
+        if submitted.created:
+            try:
+                services.queue.enqueue_ingest(submitted.document.id)
+            except Exception:
+                # The row is durable; the recovery sweep enqueues it once the broker is back.
+                log.exception("enqueue failed for %s; left queued", submitted.document.id)
+        out.append(
+            UploadedOut(
+                document_id=submitted.document.id,
+                job_id=submitted.job.id,
+                filename=submitted.document.filename,
+                status=submitted.document.status.value,
+                duplicate=not submitted.created,
+            )
+        )
+    return UploadResponse(documents=out)
+
+
+@router.get("/documents", response_model=DocumentList, summary="List documents")
+def list_documents(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    status_filter: Annotated[DocumentStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DocumentList:
+    docs = services.metadata.list_documents(principal.tenant_id, status_filter, limit, offset)
+    return DocumentList(documents=[DocumentOut.of(d) for d in docs], limit=limit, offset=offset)
+
+
+def _not_found(kind: str, ident: str) -> APIError:
+    return APIError(404, f"{kind}_not_found", f"no {kind} with id {ident!r}")
+
+
+@router.get("/documents/{document_id}", response_model=DocumentOut, summary="Get a document")
+def get_document(document_id: str, services: ServicesDep, principal: PrincipalDep) -> DocumentOut:
+    doc = services.metadata.get_document(principal.tenant_id, document_id)
+    if doc is None:
+        raise _not_found("document", document_id)
+    return DocumentOut.of(doc)
+
+
+@router.delete(
+    "/documents/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a document, its chunks and its file",
+)
+def delete_document(document_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
+    if not services.ingestion.delete(principal.tenant_id, document_id):
+        raise _not_found("document", document_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/documents/{document_id}/reindex",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    summary="Ingest a document again (after a failure or a model change)",
+)
+def reindex_document(document_id: str, services: ServicesDep, principal: PrincipalDep) -> JobOut:
+    doc = services.metadata.get_document(principal.tenant_id, document_id)
+    if doc is None:
+        raise _not_found("document", document_id)
+    job = services.metadata.new_job(principal.tenant_id, document_id)
+    services.queue.enqueue_ingest(document_id)
+    return JobOut.of(job)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="Get an ingestion job")
+def get_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobOut:
+    job = services.metadata.get_job(principal.tenant_id, job_id)
+    if job is None:
+        raise _not_found("job", job_id)
+    return JobOut.of(job)

@@ -1,0 +1,149 @@
+"""Questions in, grounded answers out (JSON or Server-Sent Events)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
+from perimeter.api.errors import APIError
+from perimeter.api.schemas import CitationOut, QueryRequest, QueryResponse, UsageOut
+from perimeter.backends.openai_llm import LLMUnavailable
+from perimeter.domain import SearchFilter
+from perimeter.retrieval.answer import Answer, Citation, citation_of, result_timings
+
+router = APIRouter(prefix="/v1", tags=["query"])
+
+
+def _filter(principal: Principal, body: QueryRequest) -> SearchFilter:
+    f = body.filters
+    # The tenant (and group scope) come from the caller's identity, never from the request body.
+    return SearchFilter(
+        tenant_id=principal.tenant_id,
+        document_ids=f.document_ids if f else None,
+        filenames=f.filenames if f else None,
+        metadata=dict(f.metadata) if f and f.metadata else None,
+        groups=principal.groups,
+    )
+
+
+def _cit(c: Citation) -> CitationOut:
+    return CitationOut(
+        n=c.n,
+        document_id=c.document_id,
+        filename=c.filename,
+        page=c.page,
+        section=c.section,
+        snippet=c.snippet,
+        score=c.score,
+    )
+
+
+def _response(a: Answer) -> QueryResponse:
+    return QueryResponse(
+        answer=a.answer,
+        citations=[_cit(c) for c in a.citations],
+        sources=[_cit(c) for c in a.sources],
+        grounded=a.grounded,
+        unsupported_sentences=a.unsupported_sentences,
+        invalid_citations=a.invalid_citations,
+        abstained=a.abstained,
+        degraded=a.degraded,
+        usage=UsageOut(
+            prompt_tokens=a.usage.prompt_tokens, completion_tokens=a.usage.completion_tokens
+        ),
+        timings=a.timings,
+    )
+
+
+def _sources_only(
+    sources: list[CitationOut], timings: dict[str, float], degraded: bool
+) -> QueryResponse:
+    return QueryResponse(
+        answer=None,
+        citations=[],
+        sources=sources,
+        grounded=None,
+        unsupported_sentences=[],
+        invalid_citations=[],
+        abstained=not sources,
+        degraded=degraded,
+        usage=UsageOut(prompt_tokens=0, completion_tokens=0),
+        timings=timings,
+    )
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    summary="Ask a question; get an answer with citations (stream=true for SSE)",
+    responses={503: {"description": "LLM or vector store unavailable"}},
+)
+def query(body: QueryRequest, services: ServicesDep, principal: PrincipalDep) -> Any:
+    answers = services.answers
+    flt = _filter(principal, body)
+    top_k = body.top_k
+
+    if body.retrieval_only:
+        result = answers.retrieve(body.question, flt, top_k, body.mode)
+        relevant = answers.relevant(result, body.min_score)
+        return _sources_only(
+            [_cit(citation_of(i, c)) for i, c in enumerate(relevant, 1)],
+            result_timings(result),
+            False,
+        )
+
+    if body.stream:
+        _result, events = answers.stream_answer(
+            body.question, flt, top_k, body.min_score, body.mode
+        )
+
+        def stream() -> Iterator[str]:
+            try:
+                for kind, payload in events:
+                    if kind == "token":
+                        yield _sse("token", {"text": payload})
+                    else:
+                        yield _sse("answer", _response(payload).model_dump(mode="json"))
+            except LLMUnavailable:
+                yield _sse(
+                    "error",
+                    {
+                        "error": {
+                            "code": "llm_unavailable",
+                            "message": "the language model is not reachable",
+                        }
+                    },
+                )
+            yield _sse("done", {})
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    result = answers.retrieve(body.question, flt, top_k, body.mode)
+    try:
+        return _response(answers.answer_from(body.question, result, body.min_score))
+    except LLMUnavailable as exc:
+        relevant = answers.relevant(result, body.min_score)
+        sources = [_cit(citation_of(i, c)) for i, c in enumerate(relevant, 1)]
+        if body.allow_degraded:
+            return _sources_only(sources, result_timings(result), degraded=True)
+        raise APIError(
+            503,
+            "llm_unavailable",
+            "the language model is not reachable; the retrieved sources are in details. "
+            "Retry later, or ask with allow_degraded=true",
+            {"sources": [s.model_dump() for s in sources]},
+            headers={"Retry-After": "10"},
+        ) from exc

@@ -1,0 +1,155 @@
+"""Request and response bodies of the public API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from perimeter.domain import DocumentRecord, JobRecord
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class DocumentOut(BaseModel):
+    id: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    status: str
+    error: str | None
+    chunk_count: int
+    pages: int | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, d: DocumentRecord) -> DocumentOut:
+        return cls(
+            id=d.id,
+            filename=d.filename,
+            content_type=d.content_type,
+            size_bytes=d.size_bytes,
+            status=d.status.value,
+            error=d.error,
+            chunk_count=d.chunk_count,
+            pages=d.pages,
+            metadata=d.metadata,
+            created_at=d.created_at,
+            updated_at=d.updated_at,
+        )
+
+
+class JobOut(BaseModel):
+    id: str
+    document_id: str
+    status: str
+    progress: float
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, j: JobRecord) -> JobOut:
+        return cls(
+            id=j.id,
+            document_id=j.document_id,
+            status=j.status.value,
+            progress=round(j.progress, 4),
+            error=j.error,
+            created_at=j.created_at,
+            updated_at=j.updated_at,
+        )
+
+
+class UploadedOut(BaseModel):
+    document_id: str
+    job_id: str
+    filename: str
+    status: str
+    duplicate: bool = Field(description="True when this content was already uploaded.")
+
+
+class UploadResponse(BaseModel):
+    documents: list[UploadedOut]
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+    limit: int
+    offset: int
+
+
+class QueryFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    document_ids: list[str] | None = Field(default=None, max_length=1000)
+    filenames: list[str] | None = Field(default=None, max_length=1000)
+    metadata: dict[str, str | int | float | bool | list[str]] | None = None
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=4000)
+    top_k: int = Field(default=5, ge=1, le=50)
+    filters: QueryFilters | None = None
+    stream: bool = False
+    mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
+    min_score: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Abstain (answer 'not found' without the LLM) below this dense similarity.",
+    )
+    retrieval_only: bool = Field(default=False, description="Return sources, no LLM call.")
+    allow_degraded: bool = Field(
+        default=False,
+        description="If the LLM is unavailable, answer 200 with the sources and degraded=true "
+        "instead of a 503.",
+    )
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question is blank")
+        return v
+
+
+class CitationOut(BaseModel):
+    n: int
+    document_id: str
+    filename: str
+    page: int | None
+    section: str | None
+    snippet: str
+    score: float
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class QueryResponse(BaseModel):
+    answer: str | None
+    citations: list[CitationOut]
+    sources: list[CitationOut]
+    grounded: bool | None
+    unsupported_sentences: list[str]
+    invalid_citations: list[int]
+    abstained: bool
+    degraded: bool = False
+    usage: UsageOut
+    timings: dict[str, float]

@@ -1,0 +1,118 @@
+"""Lexical BM25 sparse vectors for models without a learned sparse head.
+
+Only the term-frequency half of BM25 is computed here. The IDF half depends on the whole
+collection, which changes with every upload and delete, so Qdrant applies it at query time
+(sparse vector config ``modifier=IDF``); that is why :attr:`uses_idf_modifier` is True and why a
+query term weighs 1.0: Qdrant multiplies it by the term's IDF.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from perimeter.domain import SparseVector
+
+# Unicode letters and digits; "\w" would also keep runs of underscores, which carry no meaning.
+_WORD_RE = re.compile(r"[^\W_]+")
+
+# A compact English stop list (the classic short lists: articles, pronouns, auxiliaries,
+# prepositions, conjunctions). Kept short on purpose: a long list starts dropping words that do
+# carry meaning in a query ("system", "first", ...), and IDF already discounts common words.
+_STOPWORD_TEXT = """
+    a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further
+    had has have having he her here hers herself him himself his how i if in into is it its itself
+    just me more most my myself no nor not now of off on once only or other our ours ourselves out
+    over own same she should so some such than that the their theirs them themselves then there
+    these they this those through to too under until up very was we were what when where which
+    while who whom why will with would you your yours yourself yourselves
+"""
+ENGLISH_STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
+
+# Term ids live in 31 bits so they fit any signed or unsigned 32-bit index type.
+_TERM_ID_MASK = 0x7FFFFFFF
+
+
+def term_id(term: str) -> int:
+    """Stable id of a term: the same in every process and on every machine.
+
+    Python's ``hash()`` is salted per process, so vectors indexed by one worker would not match
+    queries encoded by another; CRC-32 of the UTF-8 bytes is deterministic and fast.
+    """
+    return zlib.crc32(term.encode("utf-8")) & _TERM_ID_MASK
+
+
+class Bm25SparseEncoder:
+    """BM25 term-frequency saturation per stemmed term; IDF is left to the store."""
+
+    def __init__(
+        self,
+        k1: float = 1.2,
+        b: float = 0.75,
+        avg_len: float = 120.0,
+        language: str = "english",
+        stopwords: frozenset[str] = ENGLISH_STOPWORDS,
+    ) -> None:
+        if k1 < 0:
+            raise ValueError("k1 must be >= 0")
+        if not 0.0 <= b <= 1.0:
+            raise ValueError("b must be within [0, 1]")
+        if avg_len <= 0:
+            raise ValueError("avg_len must be > 0")
+        self._k1 = k1
+        self._b = b
+        self._avg_len = avg_len
+        self._language = language
+        self._stopwords = stopwords
+        # PyStemmer objects are not thread-safe (they hold a C stemming context and a cache), and
+        # the ingest worker and API may encode from several threads: one stemmer per thread.
+        self._local = threading.local()
+
+    @property
+    def uses_idf_modifier(self) -> bool:
+        return True
+
+    def _stemmer(self) -> Any:
+        stemmer: Any = getattr(self._local, "stemmer", None)
+        if stemmer is None:
+            import Stemmer  # deferred: nothing is loaded at import time
+
+            stemmer = Stemmer.Stemmer(self._language)
+            self._local.stemmer = stemmer
+        return stemmer
+
+    def tokenize(self, text: str) -> list[str]:
+        """Lowercased words, stop words removed, Snowball-stemmed."""
+        words = [w for w in _WORD_RE.findall(text.lower()) if w not in self._stopwords]
+        if not words:
+            return []
+        return list(self._stemmer().stemWords(words))
+
+    def encode_documents(self, texts: Sequence[str]) -> list[SparseVector]:
+        return [self._encode_document(t) for t in texts]
+
+    def encode_queries(self, texts: Sequence[str]) -> list[SparseVector]:
+        return [self._encode_query(t) for t in texts]
+
+    def _encode_document(self, text: str) -> SparseVector:
+        terms = self.tokenize(text)
+        if not terms:
+            return SparseVector(indices=[], values=[])
+        # Counted by id, not by stem: two stems that share a 31-bit id (rare) must not yield a
+        # duplicate index, which Qdrant rejects.
+        tf_by_id = Counter(term_id(t) for t in terms)
+        length_norm = self._k1 * (1.0 - self._b + self._b * len(terms) / self._avg_len)
+        indices = sorted(tf_by_id)
+        values = [tf_by_id[i] * (self._k1 + 1.0) / (tf_by_id[i] + length_norm) for i in indices]
+        return SparseVector(indices=indices, values=values)
+
+    def _encode_query(self, text: str) -> SparseVector:
+        # 1.0 per unique term: with the IDF modifier the score becomes sum(IDF * doc weight) over
+        # the query's distinct terms, i.e. BM25; a word repeated in a question counts once.
+        indices = sorted({term_id(t) for t in self.tokenize(text)})
+        return SparseVector(indices=indices, values=[1.0] * len(indices))

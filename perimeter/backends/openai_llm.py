@@ -1,0 +1,131 @@
+"""Any OpenAI-compatible chat server: vLLM in production, llama.cpp's server for the embedded
+default. Swapping servers is a base URL and model name in settings, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from perimeter.domain import ChatMessage, Completion, Usage
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+
+class LLMUnavailable(RuntimeError):
+    """The model server is down, timing out or erroring: callers answer 503, never hang."""
+
+
+class OpenAICompatibleLLM:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str = "not-needed",
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> None:
+        self._base_url = base_url
+        self._model = model
+        self._api_key = api_key
+        self._timeout_s = timeout_s
+        self._max_retries = max_retries
+        self._max_tokens = max_tokens
+        self._temperature = temperature
+        self._client: OpenAI | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def client(self) -> OpenAI:
+        if self._client is None:
+            from openai import OpenAI
+
+            # The SDK retries with exponential backoff, bounded by max_retries; the timeout
+            # bounds each attempt, so a dead server costs at most ~(retries+1) * timeout.
+            self._client = OpenAI(
+                base_url=self._base_url,
+                api_key=self._api_key,
+                timeout=self._timeout_s,
+                max_retries=self._max_retries,
+            )
+        return self._client
+
+    def complete(
+        self, messages: Sequence[ChatMessage], max_tokens: int | None = None
+    ) -> Completion:
+        import openai
+
+        try:
+            response = self.client.chat.completions.create(
+                model=self._model,
+                messages=_wire(messages),
+                max_tokens=max_tokens or self._max_tokens,
+                temperature=self._temperature,
+            )
+        except (
+            openai.APIConnectionError,
+            openai.APITimeoutError,
+            openai.InternalServerError,
+        ) as exc:
+            raise LLMUnavailable(f"LLM server at {self._base_url} unavailable: {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise LLMUnavailable(
+                f"LLM server at {self._base_url} answered {exc.status_code}"
+            ) from exc
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=(choice.message.content or "").strip(),
+            model=response.model or self._model,
+            usage=Usage(
+                prompt_tokens=int(usage.prompt_tokens) if usage else 0,
+                completion_tokens=int(usage.completion_tokens) if usage else 0,
+            ),
+        )
+
+    def stream(
+        self, messages: Sequence[ChatMessage], max_tokens: int | None = None
+    ) -> Iterator[str]:
+        import openai
+
+        try:
+            stream = self.client.chat.completions.create(
+                model=self._model,
+                messages=_wire(messages),
+                max_tokens=max_tokens or self._max_tokens,
+                temperature=self._temperature,
+                stream=True,
+            )
+            for event in stream:
+                if event.choices and event.choices[0].delta.content:
+                    yield event.choices[0].delta.content
+        except (
+            openai.APIConnectionError,
+            openai.APITimeoutError,
+            openai.InternalServerError,
+        ) as exc:
+            raise LLMUnavailable(f"LLM server at {self._base_url} unavailable: {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise LLMUnavailable(
+                f"LLM server at {self._base_url} answered {exc.status_code}"
+            ) from exc
+
+    def ping(self) -> bool:
+        try:
+            self.client.with_options(max_retries=0, timeout=3.0).models.list()
+            return True
+        except Exception:
+            return False
+
+
+def _wire(messages: Sequence[ChatMessage]) -> Any:
+    return [{"role": m.role, "content": m.content} for m in messages]

@@ -1,0 +1,365 @@
+"""Chunk store on Qdrant: named dense + sparse vectors in one collection, hybrid Query API.
+
+The same code serves a Qdrant server (production) and qdrant-client's local mode on a folder
+(embedded default). Local mode locks its folder, so only one process may open it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perimeter.domain import ChunkRecord, ScoredChunk, SearchFilter, SparseVector
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+    from qdrant_client.http import models as qm
+
+DENSE = "dense"
+SPARSE = "sparse"
+# Documents open to every member of their tenant carry this group; a caller's group filter is
+# always "public OR one of my groups", so restricting a document never needs a schema change.
+PUBLIC_GROUP = "__public__"
+UPSERT_BATCH = 256
+
+
+class _Serialized:
+    """Proxy that runs each method of the wrapped object under one re-entrant lock."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
+class StoreUnavailable(RuntimeError):
+    """The vector store cannot be reached; callers answer 503 with Retry-After."""
+
+
+class QdrantChunkStore:
+    def __init__(
+        self,
+        collection: str,
+        url: str | None = None,
+        path: Path | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        fusion: str = "rrf",
+    ) -> None:
+        if (url is None) == (path is None):
+            raise ValueError("give exactly one of url (server) or path (local mode)")
+        self._collection = collection
+        self._url = url
+        self._path = path
+        self._api_key = api_key
+        self._timeout_s = timeout_s
+        self._fusion = fusion
+        self._client: QdrantClient | None = None
+        # Re-entrant: ensure_collection holds it while the client property may take it again.
+        self._lock = threading.RLock()
+        self._ready = False
+
+    @property
+    def collection(self) -> str:
+        return self._collection
+
+    @property
+    def client(self) -> QdrantClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    from qdrant_client import QdrantClient
+
+                    if self._url is not None:
+                        self._client = QdrantClient(
+                            url=self._url, api_key=self._api_key, timeout=int(self._timeout_s)
+                        )
+                    else:
+                        assert self._path is not None
+                        self._path.mkdir(parents=True, exist_ok=True)
+                        # Local mode keeps collections in plain Python structures plus a SQLite
+                        # file and is not documented as thread-safe, while the embedded default
+                        # calls it from API and worker threads: serialise every call.
+                        self._client = _Serialized(QdrantClient(path=str(self._path)))  # type: ignore[assignment]
+        return self._client
+
+    # -- schema ----------------------------------------------------------------------------
+    def ensure_collection(self, dense_dim: int, sparse_idf: bool) -> None:
+        from qdrant_client.http import models as qm
+
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            client = self._client_or_raise()
+            if not client.collection_exists(self._collection):
+                client.create_collection(
+                    self._collection,
+                    vectors_config={
+                        DENSE: qm.VectorParams(size=dense_dim, distance=qm.Distance.COSINE)
+                    },
+                    sparse_vectors_config={
+                        SPARSE: qm.SparseVectorParams(
+                            modifier=qm.Modifier.IDF if sparse_idf else None
+                        )
+                    },
+                )
+                # Payload indexes make the tenant/document filters cheap on a server; local mode
+                # has no use for them (it scans, and warns when asked), so only a server gets them.
+                indexed_fields = () if self._url is None else (
+                    (
+                        "tenant_id",
+                        qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
+                    ),
+                    ("document_id", qm.PayloadSchemaType.KEYWORD),
+                    ("filename", qm.PayloadSchemaType.KEYWORD),
+                    ("groups", qm.PayloadSchemaType.KEYWORD),
+                )
+                for field, schema in indexed_fields:
+                    client.create_payload_index(self._collection, field, field_schema=schema)
+            else:
+                info = client.get_collection(self._collection)
+                vectors = info.config.params.vectors
+                existing = vectors.get(DENSE) if isinstance(vectors, dict) else None
+                if existing is not None and existing.size != dense_dim:
+                    raise RuntimeError(
+                        f"collection {self._collection!r} holds {existing.size}-d vectors but the "
+                        f"embedder makes {dense_dim}-d ones; re-embed into a new collection "
+                        "(docs/operations.md, 'changing the embedding model')"
+                    )
+            self._ready = True
+
+    def create_metadata_index(self, key: str) -> None:
+        from qdrant_client.http import models as qm
+
+        if self._url is None:
+            return
+        self._client_or_raise().create_payload_index(
+            self._collection, f"metadata.{key}", field_schema=qm.PayloadSchemaType.KEYWORD
+        )
+
+    # -- writes ----------------------------------------------------------------------------
+    def upsert(self, records: Sequence[ChunkRecord]) -> None:
+        from qdrant_client.http import models as qm
+
+        client = self._client_or_raise()
+        for start in range(0, len(records), UPSERT_BATCH):
+            batch = records[start : start + UPSERT_BATCH]
+            points = []
+            for r in batch:
+                vector: dict[str, Any] = {DENSE: r.dense}
+                if r.sparse is not None and r.sparse.indices:
+                    vector[SPARSE] = qm.SparseVector(
+                        indices=r.sparse.indices, values=r.sparse.values
+                    )
+                points.append(
+                    qm.PointStruct(
+                        id=r.point_id,
+                        vector=vector,
+                        payload={
+                            "tenant_id": r.tenant_id,
+                            "document_id": r.document_id,
+                            "chunk_index": r.chunk_index,
+                            "text": r.text,
+                            "filename": r.filename,
+                            "page": r.page,
+                            "section": r.section,
+                            "metadata": r.metadata,
+                            "groups": r.groups or [PUBLIC_GROUP],
+                        },
+                    )
+                )
+            # wait=True: the task reports "indexed" only once the points are searchable.
+            client.upsert(self._collection, points=points, wait=True)
+
+    def delete_document(self, tenant_id: str, document_id: str) -> None:
+        from qdrant_client.http import models as qm
+
+        client = self._client_or_raise()
+        if not client.collection_exists(self._collection):
+            return
+        client.delete(
+            self._collection,
+            points_selector=qm.FilterSelector(
+                filter=self._filter(SearchFilter(tenant_id=tenant_id, document_ids=[document_id]))
+            ),
+            wait=True,
+        )
+
+    def delete_document_tail(self, tenant_id: str, document_id: str, keep: int) -> None:
+        """Drop chunks with index >= keep: a re-run that chunked differently leaves no stragglers."""
+        from qdrant_client.http import models as qm
+
+        flt = self._filter(SearchFilter(tenant_id=tenant_id, document_ids=[document_id]))
+        assert flt.must is not None and isinstance(flt.must, list)
+        flt.must.append(qm.FieldCondition(key="chunk_index", range=qm.Range(gte=keep)))
+        self._client_or_raise().delete(
+            self._collection, points_selector=qm.FilterSelector(filter=flt), wait=True
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+    def count_document(self, tenant_id: str, document_id: str) -> int:
+        client = self._client_or_raise()
+        if not client.collection_exists(self._collection):
+            return 0
+        flt = self._filter(SearchFilter(tenant_id=tenant_id, document_ids=[document_id]))
+        return int(client.count(self._collection, count_filter=flt, exact=True).count)
+
+    def count_all(self) -> int:
+        client = self._client_or_raise()
+        if not client.collection_exists(self._collection):
+            return 0
+        return int(client.count(self._collection, exact=True).count)
+
+    def hybrid_search(
+        self,
+        dense: list[float],
+        sparse: SparseVector | None,
+        flt: SearchFilter,
+        limit: int,
+        prefetch_limit: int,
+    ) -> list[ScoredChunk]:
+        from qdrant_client.http import models as qm
+
+        if not self._collection_exists():
+            return []
+        qfilter = self._filter(flt)
+        prefetch = [qm.Prefetch(query=dense, using=DENSE, limit=prefetch_limit, filter=qfilter)]
+        if sparse is not None and sparse.indices:
+            prefetch.append(
+                qm.Prefetch(
+                    query=qm.SparseVector(indices=sparse.indices, values=sparse.values),
+                    using=SPARSE,
+                    limit=prefetch_limit,
+                    filter=qfilter,
+                )
+            )
+        fusion = qm.Fusion.DBSF if self._fusion == "dbsf" else qm.Fusion.RRF
+        response = self._client_or_raise().query_points(
+            self._collection,
+            prefetch=prefetch,
+            query=qm.FusionQuery(fusion=fusion),
+            query_filter=qfilter,
+            limit=limit,
+            with_payload=True,
+            with_vectors=[DENSE],
+        )
+        return [self._scored(p, query_dense=dense) for p in response.points]
+
+    def dense_search(self, dense: list[float], flt: SearchFilter, limit: int) -> list[ScoredChunk]:
+        if not self._collection_exists():
+            return []
+        response = self._client_or_raise().query_points(
+            self._collection,
+            query=dense,
+            using=DENSE,
+            query_filter=self._filter(flt),
+            limit=limit,
+            with_payload=True,
+        )
+        return [self._scored(p, dense_score=float(p.score)) for p in response.points]
+
+    def sparse_search(
+        self, sparse: SparseVector, flt: SearchFilter, limit: int
+    ) -> list[ScoredChunk]:
+        from qdrant_client.http import models as qm
+
+        if not self._collection_exists() or not sparse.indices:
+            return []
+        response = self._client_or_raise().query_points(
+            self._collection,
+            query=qm.SparseVector(indices=sparse.indices, values=sparse.values),
+            using=SPARSE,
+            query_filter=self._filter(flt),
+            limit=limit,
+            with_payload=True,
+        )
+        return [self._scored(p) for p in response.points]
+
+    def ping(self) -> bool:
+        try:
+            self.client.get_collections()
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+                self._ready = False
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _collection_exists(self) -> bool:
+        return bool(self._client_or_raise().collection_exists(self._collection))
+
+    def _client_or_raise(self) -> QdrantClient:
+        try:
+            return self.client
+        except Exception as exc:  # connection refused, lock held by another process, ...
+            raise StoreUnavailable(f"vector store unavailable: {exc}") from exc
+
+    @staticmethod
+    def _filter(flt: SearchFilter) -> qm.Filter:
+        from qdrant_client.http import models as qm
+
+        must: list[Any] = [
+            qm.FieldCondition(key="tenant_id", match=qm.MatchValue(value=flt.tenant_id))
+        ]
+        if flt.document_ids is not None:
+            must.append(
+                qm.FieldCondition(key="document_id", match=qm.MatchAny(any=list(flt.document_ids)))
+            )
+        if flt.filenames is not None:
+            must.append(
+                qm.FieldCondition(key="filename", match=qm.MatchAny(any=list(flt.filenames)))
+            )
+        for key, value in (flt.metadata or {}).items():
+            match: Any = (
+                qm.MatchAny(any=list(value))
+                if isinstance(value, list)
+                else qm.MatchValue(value=value)
+            )
+            must.append(qm.FieldCondition(key=f"metadata.{key}", match=match))
+        if flt.groups is not None:
+            must.append(
+                qm.FieldCondition(key="groups", match=qm.MatchAny(any=[PUBLIC_GROUP, *flt.groups]))
+            )
+        return qm.Filter(must=must)
+
+    @staticmethod
+    def _scored(
+        point: Any, query_dense: list[float] | None = None, dense_score: float | None = None
+    ) -> ScoredChunk:
+        payload = point.payload or {}
+        if dense_score is None and query_dense is not None and point.vector:
+            vec = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
+            if vec is not None:
+                # Both sides are unit-normalised, so the dot product is the cosine similarity.
+                dense_score = float(sum(a * b for a, b in zip(query_dense, vec, strict=False)))
+        return ScoredChunk(
+            point_id=str(point.id),
+            document_id=payload.get("document_id", ""),
+            chunk_index=int(payload.get("chunk_index", 0)),
+            text=payload.get("text", ""),
+            filename=payload.get("filename", ""),
+            page=payload.get("page"),
+            section=payload.get("section"),
+            score=float(point.score),
+            dense_score=dense_score,
+            metadata=payload.get("metadata") or {},
+        )

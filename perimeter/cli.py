@@ -1,0 +1,406 @@
+"""The `perimeter` command: run the stack (up / api / worker) and use it (ingest / ask / docs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from perimeter.client import PerimeterClient, PerimeterError
+
+app = typer.Typer(
+    name="perimeter",
+    help="Private RAG: upload documents, get grounded, cited answers. Nothing leaves your network.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+docs_app = typer.Typer(help="List and delete documents.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
+
+console = Console()
+err = Console(stderr=True)
+
+SUPPORTED_SUFFIXES = {
+    ".pdf", ".docx", ".pptx", ".xlsx", ".html", ".htm", ".md", ".markdown", ".txt", ".eml",
+    ".csv", ".text",
+}  # fmt: skip
+
+UrlOpt = Annotated[
+    str, typer.Option("--url", envvar="PERIMETER_URL", help="Base URL of the Perimeter API.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=1)
+
+
+# -- running the stack ---------------------------------------------------------------------
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+) -> None:
+    """Start Perimeter on the embedded default: API + in-process Celery worker + local Qdrant +
+    SQLite + packaged embedder + packaged SmolLM2 behind an OpenAI-compatible server."""
+    import uvicorn
+
+    from perimeter.api.app import create_app
+    from perimeter.backends.llama_server import LlamaServer
+    from perimeter.backends.model_paths import default_gguf_path, force_offline
+    from perimeter.composition import build_services
+    from perimeter.settings import get_settings
+    from perimeter.workers.embedded import EmbeddedWorker, requeue_stale
+    from perimeter.workers.tasks import create_worker_app
+
+    force_offline()
+    _logging()
+    settings = get_settings()
+    if host:
+        settings.api.host = host
+    if port:
+        settings.api.port = port
+    data_dir = settings.storage.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    llm_server: LlamaServer | None = None
+    if settings.llm.base_url is None:
+        gguf = settings.llm.gguf_path or default_gguf_path()
+        llm_server = LlamaServer(
+            gguf,
+            port=settings.llm.embedded_port,
+            model_alias=settings.llm.model,
+            n_ctx=settings.llm.embedded_ctx,
+            n_threads=settings.llm.embedded_threads,
+            log_path=data_dir / "llm-server.log",
+        )
+        console.print(f"[bold]LLM[/bold]      starting {gguf.name} on {llm_server.base_url} …")
+        llm_server.start()
+
+    services = build_services(settings)
+    worker = None
+    try:
+        console.print("[bold]Embedder[/bold] loading …")
+        services.ensure_ready()
+        services.embedder.warm_up()
+        celery_app, _holder = create_worker_app(settings, services)
+        worker = EmbeddedWorker(
+            celery_app, settings.broker.queue, settings.api.embedded_worker_concurrency
+        )
+        worker.start()
+        requeued = requeue_stale(services, older_than=timedelta(0))
+        table = Table(title="Perimeter (embedded default)", show_header=False)
+        table.add_row("API", f"http://{settings.api.host}:{settings.api.port}  (docs at /docs)")
+        table.add_row("Data folder", str(data_dir))
+        table.add_row("Vector store", f"Qdrant local mode: {data_dir / 'qdrant'}")
+        table.add_row("Metadata", settings.database_url)
+        table.add_row(
+            "Queue",
+            f"Celery, SQLite broker, {settings.api.embedded_worker_concurrency} worker threads",
+        )
+        table.add_row("Embedder", settings.embedding.model)
+        table.add_row("LLM", f"{settings.llm.model} at {services.llm.base_url}")
+        if requeued:
+            table.add_row("Recovered", f"{requeued} unfinished document(s) re-queued")
+        console.print(table)
+        uvicorn.run(
+            create_app(services=services),
+            host=settings.api.host,
+            port=settings.api.port,
+            log_level="info",
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
+        services.close()
+        if llm_server is not None:
+            llm_server.stop()
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Run the API alone (production: Qdrant server, Redis broker, separate workers)."""
+    import uvicorn
+
+    from perimeter.settings import get_settings
+
+    _logging()
+    settings = get_settings()
+    if settings.is_embedded and workers > 1:
+        _fail("qdrant local mode allows one process; set PERIMETER_QDRANT__URL for --workers > 1")
+    if workers > 1:
+        uvicorn.run(
+            "perimeter.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+        )
+    else:
+        from perimeter.api.app import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads or solo.")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    sweep_interval_s: Annotated[
+        int, typer.Option(help="How often to re-enqueue documents whose message was lost.")
+    ] = 300,
+) -> None:
+    """Run a Celery ingestion worker (production)."""
+    from celery.signals import worker_process_init, worker_ready
+
+    from perimeter.backends.model_paths import force_offline
+    from perimeter.composition import build_services
+    from perimeter.settings import get_settings
+    from perimeter.workers.embedded import requeue_stale
+    from perimeter.workers.tasks import create_worker_app
+
+    force_offline()
+    _logging(loglevel)
+    settings = get_settings()
+    celery_app, holder = create_worker_app(settings)
+
+    @worker_process_init.connect(weak=False)
+    def _warm(**_: Any) -> None:
+        # Load the models once per worker process, before the first task arrives.
+        holder.get().embedder.warm_up()
+
+    @worker_ready.connect(weak=False)
+    def _sweeper(**_: Any) -> None:
+        sweep_services = build_services(settings)  # metadata + queue only; no model loads
+        stop = threading.Event()
+        older = timedelta(seconds=settings.broker.task_time_limit_s * 2)
+
+        def loop() -> None:
+            while not stop.wait(sweep_interval_s):
+                try:
+                    requeue_stale(sweep_services, older)
+                except Exception:
+                    logging.getLogger(__name__).exception("recovery sweep failed")
+
+        threading.Thread(target=loop, name="recovery-sweep", daemon=True).start()
+
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--loglevel={loglevel}",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            "-Q",
+            settings.broker.queue,
+        ]
+    )
+
+
+@app.command("worker-health")
+def worker_health(timeout_s: Annotated[float, typer.Option(help="Ping timeout.")] = 3.0) -> None:
+    """Exit 0 when at least one worker answers a ping (compose healthcheck)."""
+    from perimeter.queueing import create_celery_app
+    from perimeter.settings import get_settings
+
+    replies = create_celery_app(get_settings()).control.ping(timeout=timeout_s)
+    if not replies:
+        _fail("no worker answered")
+    console.print(f"{len(replies)} worker(s) answered")
+
+
+# -- using the stack -----------------------------------------------------------------------
+def _collect(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES
+                )
+            )
+        elif p.is_file():
+            files.append(p)
+        else:
+            _fail(f"{p}: no such file or folder")
+    return files
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (searched recursively).")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    metadata: Annotated[
+        str | None, typer.Option(help='JSON object for every file, e.g. \'{"team": "legal"}\'.')
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until every file is indexed.")] = True,
+    timeout_s: Annotated[float, typer.Option(help="How long to wait.")] = 1800.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload files and wait for them to be indexed, with a progress bar."""
+    meta: dict[str, Any] | None = None
+    if metadata:
+        try:
+            meta = json.loads(metadata)
+        except json.JSONDecodeError as exc:
+            _fail(f"--metadata is not valid JSON: {exc.msg}")
+    files = _collect(paths)
+    if not files:
+        _fail("no supported files found")
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    with (
+        PerimeterClient(url) as client,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=as_json,
+        ) as progress,
+    ):
+        upload_task = progress.add_task("uploading", total=len(files))
+        for f in files:
+            try:
+                results.extend(client.upload([f], meta))
+            except PerimeterError as exc:
+                if exc.code == "unreachable":
+                    _fail(exc.message)
+                errors.append({"file": str(f), "error": exc.message})
+            progress.advance(upload_task)
+        final: dict[str, dict[str, Any]] = {}
+        if wait and results:
+            index_task = progress.add_task("indexing", total=len(results))
+            pending = {r["document_id"] for r in results}
+            import time
+
+            deadline = time.monotonic() + timeout_s
+            while pending and time.monotonic() < deadline:
+                for doc_id in list(pending):
+                    doc = client.document(doc_id)
+                    if doc["status"] in ("indexed", "failed"):
+                        final[doc_id] = doc
+                        pending.discard(doc_id)
+                        progress.advance(index_task)
+                if pending:
+                    time.sleep(0.5)
+    if as_json:
+        print(json.dumps({"uploaded": results, "final": list(final.values()), "errors": errors}))
+    else:
+        for e in errors:
+            err.print(f"[red]rejected[/red] {e['file']}: {e['error']}")
+        failed = [d for d in final.values() if d["status"] == "failed"]
+        for d in failed:
+            err.print(f"[red]failed[/red] {d['filename']}: {d['error']}")
+        console.print(
+            f"{len(results)} uploaded, {len(final) - len(failed)} indexed, "
+            f"{len(failed)} failed, {len(errors)} rejected"
+        )
+    if errors or any(d["status"] == "failed" for d in final.values()):
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question.")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    top_k: Annotated[int, typer.Option(help="Sources to retrieve.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask a question; the answer streams, then its citations."""
+    with PerimeterClient(url) as client:
+        try:
+            if as_json:
+                print(json.dumps(client.query(question, top_k=top_k)))
+                return
+            answer: dict[str, Any] = {}
+            for event, data in client.query_stream(question, top_k=top_k):
+                if event == "token":
+                    console.print(data["text"], end="", soft_wrap=True, highlight=False)
+                elif event == "answer":
+                    answer = data
+                elif event == "error":
+                    _fail(data["error"]["message"])
+            console.print()
+        except PerimeterError as exc:
+            _fail(exc.message)
+    for c in answer.get("citations", []):
+        page = f", page {c['page']}" if c.get("page") is not None else ""
+        console.print(f"  [{c['n']}] {c['filename']}{page} — {c['snippet'][:120]}")
+    if answer and not answer.get("grounded", True):
+        err.print("[yellow]warning:[/yellow] parts of this answer are not supported by the sources")
+
+
+@docs_app.command("list")
+def docs_list(
+    url: UrlOpt = "http://127.0.0.1:8000",
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List documents and their status."""
+    with PerimeterClient(url) as client:
+        try:
+            docs = client.documents(status=status, limit=1000)
+        except PerimeterError as exc:
+            _fail(exc.message)
+    if as_json:
+        print(json.dumps(docs))
+        return
+    table = Table("id", "filename", "status", "chunks", "pages", "error")
+    for d in docs:
+        table.add_row(
+            d["id"], d["filename"], d["status"], str(d["chunk_count"]), str(d["pages"] or ""),
+            (d["error"] or "")[:60],
+        )  # fmt: skip
+    console.print(table)
+
+
+@docs_app.command("delete")
+def docs_delete(
+    document_ids: Annotated[list[str], typer.Argument(help="Document ids.")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+) -> None:
+    """Delete documents: their chunks, stored file and metadata."""
+    with PerimeterClient(url) as client:
+        for doc_id in document_ids:
+            try:
+                client.delete(doc_id)
+                console.print(f"deleted {doc_id}")
+            except PerimeterError as exc:
+                _fail(f"{doc_id}: {exc.message}")
+
+
+def main() -> None:
+    # Ctrl-C during `up` should stop cleanly, not print a traceback.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Our own vocabulary. Backends speak these types; no Qdrant/OpenAI/unstructured type leaks out."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Fixed namespace: point and document ids are uuid5 of it, so every re-run computes the same ids.
+ID_NAMESPACE = uuid.UUID("3f1c7a52-6d0e-4a8b-9a57-5e2b1c0f4d11")
+
+DEFAULT_TENANT = "default"
+
+
+def document_id_for(tenant_id: str, content_hash: str) -> str:
+    """Same bytes uploaded twice by one tenant are one document."""
+    return uuid.uuid5(ID_NAMESPACE, f"doc:{tenant_id}:{content_hash}").hex
+
+
+def point_id_for(document_id: str, chunk_index: int) -> str:
+    """Deterministic chunk point id: a re-run of a task overwrites, never duplicates."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"chunk:{document_id}:{chunk_index}"))
+
+
+class DocumentStatus(enum.StrEnum):
+    QUEUED = "queued"
+    PARSING = "parsing"
+    EMBEDDING = "embedding"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedElement:
+    """One structural element out of a parser: a title, a paragraph, a list item, a table."""
+
+    text: str
+    category: str  # "Title", "NarrativeText", "ListItem", "Table", ...
+    page: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    elements: list[ParsedElement]
+    pages: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    index: int
+    text: str
+    page: int | None
+    section: str | None
+    token_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedText:
+    dense: list[float]
+    sparse: SparseVector | None = None
+
+
+@dataclass(slots=True)
+class ChunkRecord:
+    """A chunk as stored: vectors plus the payload every answer needs for its citations."""
+
+    point_id: str
+    tenant_id: str
+    document_id: str
+    chunk_index: int
+    text: str
+    filename: str
+    page: int | None
+    section: str | None
+    dense: list[float]
+    sparse: SparseVector | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """What the caller may narrow to. The tenant is always applied by the service, never widened."""
+
+    tenant_id: str
+    document_ids: list[str] | None = None
+    filenames: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    groups: list[str] | None = None  # caller's groups; None = no group restriction
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChunk:
+    point_id: str
+    document_id: str
+    chunk_index: int
+    text: str
+    filename: str
+    page: int | None
+    section: str | None
+    score: float
+    dense_score: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    model: str
+    usage: Usage
+
+
+@dataclass(slots=True)
+class DocumentRecord:
+    id: str
+    tenant_id: str
+    content_hash: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    status: DocumentStatus
+    error: str | None
+    chunk_count: int
+    pages: int | None
+    metadata: dict[str, Any]
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    groups: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class JobRecord:
+    id: str
+    document_id: str
+    tenant_id: str
+    status: JobStatus
+    error: str | None
+    progress: float
+    created_at: datetime
+    updated_at: datetime

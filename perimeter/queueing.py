@@ -1,0 +1,85 @@
+"""The Celery app factory and the by-name enqueue used by the API.
+
+The API never imports task code: it sends ``perimeter.ingest_document`` by name. Workers register
+the task body in :mod:`perimeter.workers.tasks`.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+
+if TYPE_CHECKING:
+    from perimeter.settings import Settings
+
+INGEST_TASK = "perimeter.ingest_document"
+
+
+def create_celery_app(settings: Settings, queue: str | None = None) -> Celery:
+    queue_name = queue or settings.broker.queue
+    app = Celery("perimeter", broker=settings.broker_url, set_as_current=False)
+    transport: dict[str, Any] = {}
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Redis redelivers an unacked message after visibility_timeout: it must exceed the task
+        # time limit or a slow document is processed twice in parallel.
+        transport["visibility_timeout"] = settings.broker.visibility_timeout_s
+    elif settings.broker_url.startswith("sqla+"):
+        transport["polling_interval"] = 0.25
+    app.conf.update(
+        task_default_queue=queue_name,
+        task_routes={INGEST_TASK: {"queue": queue_name}},
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # At-least-once: ack after the task finishes, and requeue if the worker dies mid-task.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.broker.task_time_limit_s,
+        task_soft_time_limit=settings.broker.task_soft_time_limit_s,
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+class CeleryIngestQueue:
+    """What the API and the recovery sweep need from the queue: enqueue by name."""
+
+    def __init__(self, app: Celery, queue: str) -> None:
+        self._app = app
+        self._queue = queue
+
+    @property
+    def app(self) -> Celery:
+        return self._app
+
+    def enqueue_ingest(self, document_id: str) -> None:
+        self._app.send_task(INGEST_TASK, args=[document_id], queue=self._queue)
+
+    def ping(self) -> bool:
+        try:
+            with self._app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            return True
+        except Exception:
+            return False
+
+    def depth(self) -> int | None:
+        """Messages waiting in the queue, where the transport can tell."""
+        try:
+            with self._app.connection_for_read() as conn, conn.channel() as channel:
+                _name, count, _consumers = channel.queue_declare(self._queue, passive=True)
+                return int(count)
+        except Exception:
+            return None
+
+
+def worker_hostname(prefix: str = "perimeter") -> str:
+    return f"{prefix}@{socket.gethostname()}"

@@ -1,0 +1,193 @@
+"""Grounded answers: retrieve, abstain when nothing relevant, ask the LLM, verify citations."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from perimeter.backends.protocols import LLM, Embedder
+from perimeter.domain import ScoredChunk, SearchFilter, Usage
+from perimeter.retrieval.citations import Attribution, attribute
+from perimeter.retrieval.prompt import NOT_FOUND, build_messages
+from perimeter.retrieval.search import Mode, RetrievalResult, Retriever
+
+SNIPPET_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    n: int
+    document_id: str
+    filename: str
+    page: int | None
+    section: str | None
+    snippet: str
+    score: float
+
+
+@dataclass(slots=True)
+class Answer:
+    answer: str
+    citations: list[Citation]
+    sources: list[Citation]
+    grounded: bool
+    unsupported_sentences: list[str]
+    invalid_citations: list[int]
+    abstained: bool
+    usage: Usage
+    timings: dict[str, float] = field(default_factory=dict)
+    degraded: bool = False
+
+
+def result_timings(result: RetrievalResult) -> dict[str, float]:
+    return {"embed_ms": round(result.embed_ms, 2), "search_ms": round(result.search_ms, 2)}
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+def citation_of(n: int, chunk: ScoredChunk) -> Citation:
+    return Citation(
+        n=n,
+        document_id=chunk.document_id,
+        filename=chunk.filename,
+        page=chunk.page,
+        section=chunk.section,
+        snippet=_snippet(chunk.text),
+        score=round(chunk.score, 6),
+    )
+
+
+class AnswerService:
+    def __init__(
+        self,
+        retriever: Retriever,
+        llm: LLM,
+        embedder: Embedder | None,
+        min_dense_score: float,
+        max_tokens: int,
+    ) -> None:
+        self._retriever = retriever
+        self._llm = llm
+        self._embedder = embedder
+        self._min_dense_score = min_dense_score
+        self._max_tokens = max_tokens
+
+    def retrieve(
+        self, question: str, flt: SearchFilter, top_k: int, mode: Mode = "hybrid"
+    ) -> RetrievalResult:
+        return self._retriever.retrieve(question, flt, top_k, mode)
+
+    def relevant(self, result: RetrievalResult, min_score: float | None) -> list[ScoredChunk]:
+        """Sources worth showing the LLM. Empty means: answer 'not found' without the LLM."""
+        threshold = self._min_dense_score if min_score is None else min_score
+        if not result.chunks:
+            return []
+        if result.best_dense_score is not None and result.best_dense_score < threshold:
+            return []
+        return result.chunks
+
+    def _embed_fn(self) -> Any:
+        if self._embedder is None:
+            return None
+        embedder = self._embedder
+        return lambda texts: [e.dense for e in embedder.encode_documents(list(texts))]
+
+    def _finish(
+        self,
+        text: str,
+        sources: list[ScoredChunk],
+        usage: Usage,
+        timings: dict[str, float],
+    ) -> Answer:
+        t0 = time.perf_counter()
+        attr: Attribution = attribute(text, sources, self._embed_fn())
+        timings["attribution_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        citations = [citation_of(n, sources[n - 1]) for n in attr.cited_sources]
+        return Answer(
+            answer=text,
+            citations=citations,
+            sources=[citation_of(i, c) for i, c in enumerate(sources, start=1)],
+            grounded=attr.grounded,
+            unsupported_sentences=attr.unsupported,
+            invalid_citations=attr.invalid_markers,
+            abstained=attr.abstained,
+            usage=usage,
+            timings=timings,
+        )
+
+    def not_found(self, timings: dict[str, float]) -> Answer:
+        return Answer(
+            answer=NOT_FOUND,
+            citations=[],
+            sources=[],
+            grounded=True,
+            unsupported_sentences=[],
+            invalid_citations=[],
+            abstained=True,
+            usage=Usage(),
+            timings=timings,
+        )
+
+    def answer(
+        self,
+        question: str,
+        flt: SearchFilter,
+        top_k: int,
+        min_score: float | None = None,
+        mode: Mode = "hybrid",
+    ) -> Answer:
+        return self.answer_from(question, self.retrieve(question, flt, top_k, mode), min_score)
+
+    def answer_from(
+        self, question: str, result: RetrievalResult, min_score: float | None = None
+    ) -> Answer:
+        """Answer from an existing retrieval (callers that also need the sources on error)."""
+        timings = result_timings(result)
+        sources = self.relevant(result, min_score)
+        if not sources:
+            return self.not_found(timings)
+        t0 = time.perf_counter()
+        completion = self._llm.complete(build_messages(question, sources), self._max_tokens)
+        timings["llm_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        return self._finish(completion.text, sources, completion.usage, timings)
+
+    def stream_answer(
+        self,
+        question: str,
+        flt: SearchFilter,
+        top_k: int,
+        min_score: float | None = None,
+        mode: Mode = "hybrid",
+    ) -> tuple[RetrievalResult, Iterator[tuple[str, Any]]]:
+        """Retrieval runs eagerly (so errors surface before the stream starts); the returned
+        iterator yields ("token", str) events, then one ("answer", Answer)."""
+        result = self.retrieve(question, flt, top_k, mode)
+        timings = result_timings(result)
+        sources = self.relevant(result, min_score)
+
+        def events() -> Iterator[tuple[str, Any]]:
+            if not sources:
+                yield "token", NOT_FOUND
+                yield "answer", self.not_found(timings)
+                return
+            t0 = time.perf_counter()
+            parts: list[str] = []
+            first_token_ms: float | None = None
+            for token in self._llm.stream(build_messages(question, sources), self._max_tokens):
+                if first_token_ms is None:
+                    first_token_ms = (time.perf_counter() - t0) * 1000
+                parts.append(token)
+                yield "token", token
+            timings["llm_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+            if first_token_ms is not None:
+                timings["llm_first_token_ms"] = round(first_token_ms, 2)
+            text = "".join(parts).strip()
+            usage = Usage(completion_tokens=len(parts))
+            yield "answer", self._finish(text, sources, usage, timings)
+
+        return result, events()

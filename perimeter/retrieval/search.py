@@ -1,0 +1,65 @@
+"""Hybrid retrieval: one query embedding, dense + sparse prefetch, fused in Qdrant."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from perimeter.backends.protocols import ChunkStore, Embedder, SparseEncoder
+from perimeter.domain import ScoredChunk, SearchFilter, SparseVector
+
+Mode = Literal["hybrid", "dense", "sparse"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalResult:
+    chunks: list[ScoredChunk]
+    best_dense_score: float | None
+    embed_ms: float
+    search_ms: float
+
+
+class Retriever:
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: ChunkStore,
+        sparse_encoder: SparseEncoder | None,
+        prefetch_limit: int = 50,
+    ) -> None:
+        self._embedder = embedder
+        self._store = store
+        self._sparse = sparse_encoder
+        self._prefetch_limit = prefetch_limit
+
+    def _query_sparse(self, question: str, learned: SparseVector | None) -> SparseVector | None:
+        if learned is not None:
+            return learned
+        if self._sparse is not None:
+            return self._sparse.encode_queries([question])[0]
+        return None
+
+    def retrieve(
+        self, question: str, flt: SearchFilter, top_k: int, mode: Mode = "hybrid"
+    ) -> RetrievalResult:
+        t0 = time.perf_counter()
+        encoded = self._embedder.encode_queries([question])[0]
+        sparse = self._query_sparse(question, encoded.sparse) if mode != "dense" else None
+        t1 = time.perf_counter()
+        if mode == "dense":
+            chunks = self._store.dense_search(encoded.dense, flt, top_k)
+        elif mode == "sparse":
+            chunks = self._store.sparse_search(sparse, flt, top_k) if sparse else []
+        else:
+            chunks = self._store.hybrid_search(
+                encoded.dense, sparse, flt, top_k, max(self._prefetch_limit, top_k)
+            )
+        t2 = time.perf_counter()
+        dense_scores = [c.dense_score for c in chunks if c.dense_score is not None]
+        return RetrievalResult(
+            chunks=chunks,
+            best_dense_score=max(dense_scores) if dense_scores else None,
+            embed_ms=(t1 - t0) * 1000,
+            search_ms=(t2 - t1) * 1000,
+        )

@@ -1,0 +1,73 @@
+"""A real Celery worker running on threads inside the current process.
+
+The embedded default needs it: qdrant-client's local mode locks its folder, so the API and the
+worker must share one process (and one client). Production runs `perimeter worker` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from celery import Celery
+from celery.worker import WorkController
+
+from perimeter.composition import Services
+from perimeter.queueing import worker_hostname
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorker:
+    def __init__(self, app: Celery, queue: str, concurrency: int = 2) -> None:
+        self._app = app
+        self._queue = queue
+        self._concurrency = concurrency
+        self._controller: WorkController | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, ready_timeout_s: float = 30.0) -> None:
+        controller = self._app.WorkController(
+            hostname=worker_hostname(f"embedded-{id(self)}"),
+            pool_cls="threads",
+            concurrency=self._concurrency,
+            queues=[self._queue],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel="INFO",
+        )
+        self._controller = controller
+        self._thread = threading.Thread(target=controller.start, name="celery-worker", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + ready_timeout_s
+        # The consumer is up once its blueprint reports RUN; until then tasks just wait queued.
+        while time.monotonic() < deadline:
+            consumer = getattr(controller, "consumer", None)
+            if consumer is not None and getattr(consumer.blueprint, "state", None) == 1:
+                return
+            time.sleep(0.05)
+        log.warning(
+            "embedded worker not ready after %.0fs; tasks stay queued until it is", ready_timeout_s
+        )
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            # warm shutdown: running tasks finish; unacked ones (acks_late) stay in the broker.
+            self._controller.stop(in_sighandler=False)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def requeue_stale(services: Services, older_than: timedelta) -> int:
+    """Re-enqueue documents whose task message was lost (crash, broker wipe). Safe to run any
+    time: the task is idempotent, so a document that was merely slow is processed twice at
+    worst, never duplicated."""
+    stale = services.ingestion.stale(older_than)
+    for doc in stale:
+        services.queue.enqueue_ingest(doc.id)
+    if stale:
+        log.info("re-enqueued %d unfinished document(s)", len(stale))
+    return len(stale)

@@ -1,0 +1,90 @@
+"""The ingest task. Thin: it resolves services once per process and calls the ingest service.
+
+Delivery is at-least-once (acks_late, reject_on_worker_lost); correctness comes from the task
+being idempotent (deterministic point ids) and from an attempt counter kept in the metadata DB,
+outside the broker, so a file that kills its worker every time stops after a bounded number of
+tries and is marked failed with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from perimeter.composition import Services, build_services
+from perimeter.queueing import INGEST_TASK, create_celery_app
+from perimeter.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_S = (5, 20, 60)
+
+
+class ServicesHolder:
+    """Builds services on first use in *this* process (safe across prefork's fork)."""
+
+    def __init__(self, settings: Settings, services: Services | None = None) -> None:
+        self._settings = settings
+        self._services = services
+        self._lock = threading.Lock()
+
+    def get(self) -> Services:
+        if self._services is None:
+            with self._lock:
+                if self._services is None:
+                    services = build_services(self._settings)
+                    services.ensure_ready()
+                    self._services = services
+        return self._services
+
+
+def create_worker_app(
+    settings: Settings, services: Services | None = None, queue: str | None = None
+) -> tuple[Celery, ServicesHolder]:
+    app = create_celery_app(settings, queue=queue)
+    holder = ServicesHolder(settings, services)
+    retries = len(RETRY_BACKOFF_S)
+
+    @app.task(
+        name=INGEST_TASK,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=retries,
+        time_limit=settings.broker.task_time_limit_s,
+        soft_time_limit=settings.broker.task_soft_time_limit_s,
+    )
+    def ingest_document(self: Task, document_id: str) -> dict[str, Any]:
+        services = holder.get()
+        try:
+            outcome = services.ingestion.process(document_id)
+        except SoftTimeLimitExceeded:
+            reason = (
+                f"ingestion exceeded {settings.broker.task_soft_time_limit_s}s "
+                "(PERIMETER_BROKER__TASK_SOFT_TIME_LIMIT_S)"
+            )
+            services.ingestion.mark_failed(document_id, reason)
+            return {"document_id": document_id, "status": "failed", "detail": reason}
+        except Exception as exc:
+            # Transient (store or DB unreachable, ...): retry with backoff, then give up loudly.
+            attempt = self.request.retries
+            if attempt < retries:
+                log.warning("ingest %s failed (%s); retry %d", document_id, exc, attempt + 1)
+                raise self.retry(exc=exc, countdown=RETRY_BACKOFF_S[attempt]) from exc
+            log.exception("ingest %s failed for good", document_id)
+            services.ingestion.mark_failed(document_id, f"ingestion failed: {exc}")
+            return {"document_id": document_id, "status": "failed", "detail": str(exc)}
+        log.info(
+            "ingest %s: %s (%d chunks, %.2fs)",
+            document_id,
+            outcome.status,
+            outcome.chunk_count,
+            outcome.seconds,
+        )
+        return {"document_id": document_id, "status": outcome.status}
+
+    return app, holder

