@@ -105,6 +105,9 @@ def build_services(
         api_key=settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None,
         timeout_s=settings.qdrant.timeout_s,
         fusion=settings.retrieval.fusion,
+        rrf_k=settings.retrieval.rrf_k,
+        dense_weight=settings.retrieval.dense_weight,
+        sparse_weight=settings.retrieval.sparse_weight,
     )
     parser = UnstructuredParser(pdf_strategy=settings.parser.pdf_strategy)
     llm = llm or OpenAICompatibleLLM(

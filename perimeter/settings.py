@@ -118,6 +118,14 @@ class RetrievalSettings(BaseModel):
     top_k: int = 5
     prefetch_limit: int = 50
     fusion: Literal["rrf", "dbsf"] = "rrf"
+    rrf_k: int | None = Field(
+        default=None,
+        description="RRF rank constant in Qdrant's formula, score = sum of "
+        "1 / (rank / weight + k - 1) over the prefetches (rank from 1): k=61 is the literature's "
+        "k=60. None: Qdrant's default (2).",
+    )
+    dense_weight: float = Field(default=1.0, ge=0.0, description="RRF weight of the dense list.")
+    sparse_weight: float = Field(default=1.0, ge=0.0, description="RRF weight of the sparse list.")
     min_dense_score: float = Field(
         default=0.2,
         description="Below this cosine similarity between question and best chunk, the service "

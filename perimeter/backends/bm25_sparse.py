@@ -8,31 +8,12 @@ query term weighs 1.0: Qdrant multiplies it by the term's IDF.
 
 from __future__ import annotations
 
-import re
-import threading
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 from perimeter.domain import SparseVector
-
-# Unicode letters and digits; "\w" would also keep runs of underscores, which carry no meaning.
-_WORD_RE = re.compile(r"[^\W_]+")
-
-# A compact English stop list (the classic short lists: articles, pronouns, auxiliaries,
-# prepositions, conjunctions). Kept short on purpose: a long list starts dropping words that do
-# carry meaning in a query ("system", "first", ...), and IDF already discounts common words.
-_STOPWORD_TEXT = """
-    a about above after again against all am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further
-    had has have having he her here hers herself him himself his how i if in into is it its itself
-    just me more most my myself no nor not now of off on once only or other our ours ourselves out
-    over own same she should so some such than that the their theirs them themselves then there
-    these they this those through to too under until up very was we were what when where which
-    while who whom why will with would you your yours yourself yourselves
-"""
-ENGLISH_STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
+from perimeter.textproc import ENGLISH_STOPWORDS, Analyzer
 
 # Term ids live in 31 bits so they fit any signed or unsigned 32-bit index type.
 _TERM_ID_MASK = 0x7FFFFFFF
@@ -67,31 +48,15 @@ class Bm25SparseEncoder:
         self._k1 = k1
         self._b = b
         self._avg_len = avg_len
-        self._language = language
-        self._stopwords = stopwords
-        # PyStemmer objects are not thread-safe (they hold a C stemming context and a cache), and
-        # the ingest worker and API may encode from several threads: one stemmer per thread.
-        self._local = threading.local()
+        self._analyze = Analyzer(language, stopwords)
 
     @property
     def uses_idf_modifier(self) -> bool:
         return True
 
-    def _stemmer(self) -> Any:
-        stemmer: Any = getattr(self._local, "stemmer", None)
-        if stemmer is None:
-            import Stemmer  # deferred: nothing is loaded at import time
-
-            stemmer = Stemmer.Stemmer(self._language)
-            self._local.stemmer = stemmer
-        return stemmer
-
     def tokenize(self, text: str) -> list[str]:
         """Lowercased words, stop words removed, Snowball-stemmed."""
-        words = [w for w in _WORD_RE.findall(text.lower()) if w not in self._stopwords]
-        if not words:
-            return []
-        return list(self._stemmer().stemWords(words))
+        return self._analyze(text)
 
     def encode_documents(self, texts: Sequence[str]) -> list[SparseVector]:
         return [self._encode_document(t) for t in texts]

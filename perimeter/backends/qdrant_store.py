@@ -57,6 +57,9 @@ class QdrantChunkStore:
         api_key: str | None = None,
         timeout_s: float = 10.0,
         fusion: str = "rrf",
+        rrf_k: int | None = None,
+        dense_weight: float = 1.0,
+        sparse_weight: float = 1.0,
     ) -> None:
         if (url is None) == (path is None):
             raise ValueError("give exactly one of url (server) or path (local mode)")
@@ -66,6 +69,10 @@ class QdrantChunkStore:
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._fusion = fusion
+        # RRF, Qdrant's formula: score = sum over prefetches of 1 / (rank / weight + k - 1), rank
+        # from 1 (k=61 is the literature's k=60). None keeps Qdrant's default k (2).
+        self._rrf_k = rrf_k
+        self._weights = (dense_weight, sparse_weight)
         self._client: QdrantClient | None = None
         # Re-entrant: ensure_collection holds it while the client property may take it again.
         self._lock = threading.RLock()
@@ -247,17 +254,36 @@ class QdrantChunkStore:
                     filter=qfilter,
                 )
             )
-        fusion = qm.Fusion.DBSF if self._fusion == "dbsf" else qm.Fusion.RRF
         response = self._client_or_raise().query_points(
             self._collection,
             prefetch=prefetch,
-            query=qm.FusionQuery(fusion=fusion),
+            query=self._fusion_query(len(prefetch)),
             query_filter=qfilter,
             limit=limit,
             with_payload=True,
             with_vectors=[DENSE],
         )
         return [self._scored(p, query_dense=dense) for p in response.points]
+
+    def _fusion_query(self, sources: int) -> qm.FusionQuery | qm.RrfQuery:
+        """DBSF, or RRF with the configured k and per-prefetch weights (dense, then sparse).
+
+        Weights are sent only when they are not all 1.0, and k only when set, so the plain
+        configuration stays a request every Qdrant version with the Query API accepts.
+        """
+        from qdrant_client.http import models as qm
+
+        if self._fusion == "dbsf":
+            return qm.FusionQuery(fusion=qm.Fusion.DBSF)
+        weights = list(self._weights[:sources])
+        if self._rrf_k is None and all(w == 1.0 for w in weights):
+            return qm.FusionQuery(fusion=qm.Fusion.RRF)
+        return qm.RrfQuery(
+            rrf=qm.Rrf(
+                k=self._rrf_k,
+                weights=None if all(w == 1.0 for w in weights) else weights,
+            )
+        )
 
     def dense_search(self, dense: list[float], flt: SearchFilter, limit: int) -> list[ScoredChunk]:
         if not self._collection_exists():

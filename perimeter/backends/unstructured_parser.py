@@ -8,10 +8,11 @@ sockets and ``urllib.request.urlopen`` blocked):
    ``pos_tag`` with spaCy. On first use ``_get_nlp()`` calls ``spacy.load("en_core_web_sm")``;
    when that model is not installed (it is not on PyPI, so it is not installed here)
    ``_install_spacy_model()`` fetches the wheel from github.com with ``urllib`` (120 s timeout)
-   under an unbounded ``FileLock`` in the temp dir and pip-installs it into site-packages at run
-   time. The probe saw exactly that: partitioning a 3-line .txt attempted
+   under an unbounded ``FileLock`` in the temp dir and installs it into site-packages at run
+   time (with the ``installer`` library). The probe saw exactly that: partitioning a 3-line .txt
+   looked up github.com for
    ``https://github.com/explosion/spacy-models/releases/download/en_core_web_sm-3.8.0/...`` and
-   failed. No environment switch disables it.
+   failed with RuntimeError. No environment switch disables it. NLTK itself is not installed.
 2. **Who calls it.** Only the text-classification heuristics in
    ``unstructured/partition/text_type.py`` (``is_possible_narrative_text``/``is_possible_title``
    via ``sentence_count``, ``exceeds_cap_ratio`` and ``contains_verb``), which
@@ -44,11 +45,18 @@ What this module does about it, and why it is the right cut:
   instead of downloading and writing into site-packages.
 * PDFs with the "fast" strategy are read with pdfminer.six's public ``extract_pages`` (what
   unstructured's fast strategy runs) and each text box is labelled with unstructured's own
-  ``element_from_text``; "hi_res"/"auto" go to ``partition_pdf`` and need unstructured's ``pdf``
-  extra plus layout models staged by an operator.
+  ``element_from_text``, except that lines set in a clearly larger (or bold) font are Titles:
+  fonts are better heading evidence than word heuristics. "hi_res"/"auto" go to
+  ``partition_pdf`` and need unstructured's ``pdf`` extra plus layout models staged by an
+  operator (``warm_up`` refuses to start without them).
 * Every partitioner gets ``languages=["eng"]`` so langdetect is never consulted, and e-mail
   attachments are not partitioned (an attachment can be any format, including ones that need
   OCR models; users upload attachments as documents of their own).
+
+Mapping to our elements: Header/Footer/PageBreak/PageNumber are dropped (per-page boilerplate),
+tables become one " | "-joined line per row (from ``text_as_html``), and heuristic "Title"s are
+demoted where the format has a real title signal (PPTX body lines; e-mail bodies, whose subject
+becomes the Title).
 
 The patch is process-wide and idempotent: nothing in a Perimeter process may download, so it is
 right for other unstructured users in the same process too. Nothing runs at import time.
@@ -56,6 +64,7 @@ right for other unstructured users in the same process too. Nothing runs at impo
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -239,7 +248,10 @@ _setup_done = False
 
 
 def _opt_out_of_phone_home() -> None:
-    if "unstructured" in sys.modules and not (os.environ.get("DO_NOT_TRACK") or "").strip():
+    opted_out = any(
+        (os.environ.get(k) or "").strip() for k in ("DO_NOT_TRACK", "SCARF_NO_ANALYTICS")
+    )
+    if "unstructured" in sys.modules and not opted_out:
         # Too late for the import-time ping; the per-call telemetry still honours the variables.
         logger.warning("unstructured was imported before telemetry was disabled")
     for key, value in _OPT_OUT_ENV.items():
@@ -445,6 +457,15 @@ class UnstructuredParser:
     def warm_up(self) -> None:
         """Pay the import cost (seconds: spaCy and torch come in through unstructured's
         text_type module) before the first document instead of during it."""
+        if (
+            self.pdf_strategy != "fast"
+            and importlib.util.find_spec("unstructured_inference") is None
+        ):
+            # Fail at start-up, not on every PDF: without the extra each one would be refused.
+            raise RuntimeError(
+                f"pdf_strategy={self.pdf_strategy!r} needs unstructured's 'pdf' extra "
+                "(unstructured-inference) and staged layout models; use 'fast'"
+            )
         install_offline_nlp()
         import unstructured.partition.docx
         import unstructured.partition.text  # noqa: F401

@@ -29,6 +29,11 @@ class EmbeddedWorker:
         self._thread: threading.Thread | None = None
 
     def start(self, ready_timeout_s: float = 30.0) -> None:
+        # The threads pool executes tasks in fresh threads, where Celery resolves the task via
+        # the process's *default* app (trace_task_ret has no app argument): make ours the
+        # default, or the pool looks the task up on an app that does not have it and drops it.
+        self._app.set_default()
+        self._app.set_current()
         controller = self._app.WorkController(
             hostname=worker_hostname(f"embedded-{id(self)}"),
             pool_cls="threads",

@@ -42,29 +42,30 @@ class ServicesHolder:
         return self._services
 
 
-def create_worker_app(
-    settings: Settings, services: Services | None = None, queue: str | None = None
-) -> tuple[Celery, ServicesHolder]:
-    app = create_celery_app(settings, queue=queue)
-    holder = ServicesHolder(settings, services)
-    retries = len(RETRY_BACKOFF_S)
+class IngestDocumentTask(Task):  # type: ignore[misc]
+    """Parse → chunk → embed → upsert one document. Registered per app (``register_task``), not
+    through ``@app.task``, whose default ``shared=True`` puts the task on every app created
+    later in the process, where it would run with the first app's services."""
 
-    @app.task(
-        name=INGEST_TASK,
-        bind=True,
-        acks_late=True,
-        reject_on_worker_lost=True,
-        max_retries=retries,
-        time_limit=settings.broker.task_time_limit_s,
-        soft_time_limit=settings.broker.task_soft_time_limit_s,
-    )
-    def ingest_document(self: Task, document_id: str) -> dict[str, Any]:
-        services = holder.get()
+    name = INGEST_TASK
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = len(RETRY_BACKOFF_S)
+    typing = False
+
+    def __init__(self, holder: ServicesHolder, settings: Settings) -> None:
+        self.holder = holder
+        self.time_limit = settings.broker.task_time_limit_s
+        self.soft_time_limit = settings.broker.task_soft_time_limit_s
+        self._soft_limit_s = settings.broker.task_soft_time_limit_s
+
+    def run(self, document_id: str) -> dict[str, Any]:
+        services = self.holder.get()
         try:
             outcome = services.ingestion.process(document_id)
         except SoftTimeLimitExceeded:
             reason = (
-                f"ingestion exceeded {settings.broker.task_soft_time_limit_s}s "
+                f"ingestion exceeded {self._soft_limit_s}s "
                 "(PERIMETER_BROKER__TASK_SOFT_TIME_LIMIT_S)"
             )
             services.ingestion.mark_failed(document_id, reason)
@@ -72,7 +73,7 @@ def create_worker_app(
         except Exception as exc:
             # Transient (store or DB unreachable, ...): retry with backoff, then give up loudly.
             attempt = self.request.retries
-            if attempt < retries:
+            if attempt < self.max_retries:
                 log.warning("ingest %s failed (%s); retry %d", document_id, exc, attempt + 1)
                 raise self.retry(exc=exc, countdown=RETRY_BACKOFF_S[attempt]) from exc
             log.exception("ingest %s failed for good", document_id)
@@ -87,4 +88,11 @@ def create_worker_app(
         )
         return {"document_id": document_id, "status": outcome.status}
 
+
+def create_worker_app(
+    settings: Settings, services: Services | None = None, queue: str | None = None
+) -> tuple[Celery, ServicesHolder]:
+    app = create_celery_app(settings, queue=queue)
+    holder = ServicesHolder(settings, services)
+    app.register_task(IngestDocumentTask(holder, settings))
     return app, holder
