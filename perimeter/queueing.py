@@ -25,8 +25,8 @@ def create_celery_app(settings: Settings, queue: str | None = None) -> Celery:
         # Redis redelivers an unacked message after visibility_timeout: it must exceed the task
         # time limit or a slow document is processed twice in parallel.
         transport["visibility_timeout"] = settings.broker.visibility_timeout_s
-    elif settings.broker_url.startswith("sqla+"):
-        transport["polling_interval"] = 0.25
+    # The SQLite broker (embedded default) polls every second; its transport hands every
+    # transport option to SQLAlchemy's create_engine, so polling_interval cannot be tuned there.
     app.conf.update(
         task_default_queue=queue_name,
         task_routes={INGEST_TASK: {"queue": queue_name}},

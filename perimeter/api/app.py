@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from perimeter.api.errors import error_response, install_error_handlers
-from perimeter.api.routes import documents, health, query
+from perimeter.api.routes import documents, health, openai_compat, query, web
 from perimeter.composition import Services, build_services
 from perimeter.settings import Settings, get_settings
 
@@ -62,4 +62,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(health.router)
     app.include_router(documents.router)
     app.include_router(query.router)
+    app.include_router(openai_compat.router)
+    app.include_router(web.router)
     return app

@@ -1,0 +1,134 @@
+"""End to end: `perimeter up` (the README's start command) as a real process, used over HTTP.
+
+Everything is the embedded default: SQLite broker + in-process Celery worker, local Qdrant,
+SQLite metadata, packaged MiniLM, packaged SmolLM2 behind llama-cpp-python's server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from perimeter.client import PerimeterClient
+from tests import docfactory as df
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.llm]
+
+
+@pytest.fixture
+def running_stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {
+        **os.environ,
+        "PERIMETER_STORAGE__DATA_DIR": str(data_dir),
+        "PERIMETER_API__PORT": str(port),
+        "PERIMETER_LLM__EMBEDDED_PORT": str(free_port()),
+    }
+    env.pop("PERIMETER_BROKER__URL", None)  # the embedded default: durable SQLite broker
+    log = (tmp_path / "up.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perimeter.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"perimeter up exited early:\n{(tmp_path / 'up.log').read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"not ready in 180s:\n{(tmp_path / 'up.log').read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url, data_dir
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def test_upload_ask_cite_delete_over_http(running_stack: tuple[str, Path], tmp_path: Path) -> None:
+    url, data_dir = running_stack
+    files = [
+        df.make_pdf(
+            tmp_path / "field-manual.pdf",
+            [
+                ["Station overview", "The research station sits on a basalt ridge near the coast."],
+                ["Emergency procedures", "The emergency radio frequency at the station is 156.8 MHz."],
+                ["Supplies", "Fuel deliveries arrive every second Tuesday by boat."],
+            ],
+        ),
+        df.make_docx(
+            tmp_path / "hr-policy.docx",
+            [("Leave", ["Employees receive 28 days of paid leave per year."])],
+        ),
+        df.make_html(
+            tmp_path / "canteen.html",
+            "Canteen",
+            [("Menu", ["Soup of the day is served from noon until two o'clock."])],
+        ),
+    ]
+    with PerimeterClient(url) as client:
+        uploaded = client.upload(files)
+        assert len(uploaded) == 3
+        final = client.wait_indexed([u["document_id"] for u in uploaded], timeout_s=180)
+        assert all(d["status"] == "indexed" for d in final.values()), final
+        manual_id = uploaded[0]["document_id"]
+        assert final[manual_id]["pages"] == 3
+
+        answer = client.query("What is the emergency radio frequency at the station?")
+        assert "156.8" in answer["answer"], answer
+        assert answer["citations"], answer
+        cited = answer["citations"][0]
+        assert cited["document_id"] == manual_id
+        assert cited["page"] == 2
+        assert cited["filename"] == "field-manual.pdf"
+
+        client.delete(manual_id)
+        assert {d["id"] for d in client.documents()} == {u["document_id"] for u in uploaded[1:]}
+        after = client.query(
+            "What is the emergency radio frequency at the station?", retrieval_only=True, min_score=-1
+        )
+        assert manual_id not in {s["document_id"] for s in after["sources"]}
+
+    # Stop the stack, then look inside its Qdrant folder: the deleted document has no chunks left.
+    return_value = _stop_and_count(data_dir, manual_id, [u["document_id"] for u in uploaded[1:]])
+    assert return_value == (0, True)
+
+
+def _stop_and_count(data_dir: Path, deleted: str, kept: list[str]) -> tuple[int, bool]:
+    # The fixture's process still holds the local-mode lock; a child process would wait for it.
+    # Signal it here and wait, then open the folder ourselves.
+    import psutil
+
+    for proc in psutil.Process().children():
+        if "perimeter.cli" in " ".join(proc.cmdline()):
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+    from perimeter.backends.qdrant_store import QdrantChunkStore
+
+    store = QdrantChunkStore("perimeter_chunks", path=data_dir / "qdrant")
+    try:
+        gone = store.count_document("default", deleted)
+        others = all(store.count_document("default", d) > 0 for d in kept)
+    finally:
+        store.close()
+    return gone, others

@@ -1,0 +1,219 @@
+"""The OpenAI-compatible endpoints, driven by the official ``openai`` SDK over real HTTP: uvicorn
+serves the real app over the stack's services (real Celery worker on Redis, local Qdrant, MiniLM)
+and, for answers, the packaged SmolLM2 behind llama-cpp-python's server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from perimeter.client import PerimeterClient
+from tests import docfactory as df
+from tests.conftest import Stack, free_port
+
+pytestmark = pytest.mark.integration
+
+FACT = (
+    "The Zorblax reactor at Kepler Station runs at a core temperature of 742 kelvin. "
+    "Engineer Mirela Dunmore designed the Zorblax reactor in 2031."
+)
+QUESTION = "What core temperature does the Zorblax reactor run at?"
+
+
+@contextmanager
+def live_server(services: Any) -> Iterator[str]:
+    """The real app on a real socket (the SDK speaks HTTP), in a thread of this process so it
+    shares the stack's services, as `perimeter up` does with its embedded worker."""
+    import uvicorn
+
+    from perimeter.api.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(services=services), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def base_url(stack: Stack) -> Iterator[str]:
+    with live_server(stack.services) as url:
+        yield url
+
+
+def sdk(base_url: str) -> openai.OpenAI:
+    # max_retries=0: a failure must show up as itself, not as three slow attempts.
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=240)
+
+
+def upload_fact(base_url: str, tmp_path: Path) -> str:
+    path = df.make_md(tmp_path / "zorblax.md", "Kepler Station", [("Reactor", [FACT])])
+    with PerimeterClient(base_url) as client:
+        doc_id = client.upload([path])[0]["document_id"]
+        final = client.wait_indexed([doc_id], timeout_s=120)
+    assert final[doc_id]["status"] == "indexed", final
+    return str(doc_id)
+
+
+def test_models_lists_perimeter_and_unknown_models_are_openai_404s(base_url: str) -> None:
+    client = sdk(base_url)
+    assert [m.id for m in client.models.list().data] == ["perimeter"]
+    assert client.models.retrieve("perimeter").owned_by == "perimeter"
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hello"}]
+        )
+    assert caught.value.status_code == 404
+    error = caught.value.response.json()["error"]
+    assert error["code"] == "model_not_found"
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == "model"
+    assert "gpt-4o" in error["message"]
+
+
+def test_invalid_requests_are_openai_shaped_4xx(base_url: str) -> None:
+    client = sdk(base_url)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="perimeter", messages=[{"role": "system", "content": "be brief"}]
+        )
+    assert caught.value.response.json()["error"]["code"] == "no_user_message"
+
+    # Malformed bodies and schema violations: 400 in OpenAI's shape, never a 500.
+    for body in (b"{not json", b'{"model": "perimeter"}', b'{"model": 3, "messages": []}'):
+        response = httpx.post(
+            f"{base_url}/v1/chat/completions",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "invalid_request_error"
+
+    # The rest of the API keeps Perimeter's own error shape.
+    assert httpx.get(f"{base_url}/v1/documents/nope").json()["error"]["code"] == (
+        "document_not_found"
+    )
+
+
+def test_llm_down_is_a_503_in_openai_shape(stack: Stack, base_url: str, tmp_path: Path) -> None:
+    # No llm marker: the stack points the LLM at a closed port.
+    upload_fact(base_url, tmp_path)
+    with pytest.raises(openai.InternalServerError) as caught:
+        sdk(base_url).chat.completions.create(
+            model="perimeter", messages=[{"role": "user", "content": QUESTION}]
+        )
+    assert caught.value.status_code == 503
+    assert caught.value.response.json()["error"]["code"] == "llm_unavailable"
+    assert caught.value.response.headers["retry-after"] == "10"
+
+
+@pytest.mark.llm
+def test_chat_completion_answers_from_the_uploaded_document(base_url: str, tmp_path: Path) -> None:
+    doc_id = upload_fact(base_url, tmp_path)
+    client = sdk(base_url)
+
+    completion = client.chat.completions.create(
+        model="perimeter",
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Hi there"},
+            {"role": "assistant", "content": "Hello! Ask me about your documents."},
+            {"role": "user", "content": QUESTION},
+        ],
+    )
+    assert completion.object == "chat.completion"
+    assert completion.model == "perimeter"
+    assert completion.id.startswith("chatcmpl-")
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    assert choice.message.role == "assistant"
+    content = choice.message.content or ""
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+
+    extra = completion.model_extra or {}
+    citations = extra["citations"]
+    assert citations, f"no citations for: {content!r}"
+    assert {c["document_id"] for c in citations} == {doc_id}
+    first = citations[0]
+    assert set(first) == {"n", "document_id", "filename", "page", "snippet", "score"}
+    assert first["filename"] == "zorblax.md"
+    assert "742 kelvin" in first["snippet"]
+    # The text carries the answer, then a readable source list for clients that show only text.
+    answer, _, sources = content.partition("\n\nSources:\n")
+    assert answer.strip()
+    assert sources.splitlines()[0] == f"[{first['n']}] zorblax.md"
+    assert "742" in answer, answer
+
+
+@pytest.mark.llm
+def test_streamed_chat_completion_uses_openai_chunks_and_ends_with_citations(
+    base_url: str, tmp_path: Path
+) -> None:
+    doc_id = upload_fact(base_url, tmp_path)
+    client = sdk(base_url)
+
+    stream = client.chat.completions.create(
+        model="perimeter",
+        messages=[{"role": "user", "content": QUESTION}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    with_choices = [c for c in chunks if c.choices]
+    assert with_choices[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in with_choices)
+    assert len([c for c in with_choices if c.choices[0].delta.content]) > 2  # really streamed
+
+    final = with_choices[-1]
+    assert final.choices[0].finish_reason == "stop"
+    assert all(c.choices[0].finish_reason is None for c in with_choices[:-1])
+    citations = (final.model_extra or {})["citations"]
+    assert citations and {c["document_id"] for c in citations} == {doc_id}
+    assert citations[0]["filename"] == "zorblax.md"
+    assert "\n\nSources:\n[" in text and "zorblax.md" in text
+    assert "742" in text
+
+    usage_chunk = chunks[-1]
+    assert usage_chunk.choices == [] and usage_chunk.usage is not None
+    assert usage_chunk.usage.completion_tokens > 0
+
+    # On the wire: OpenAI's SSE framing, closed by [DONE].
+    with httpx.stream(
+        "POST",
+        f"{base_url}/v1/chat/completions",
+        json={
+            "model": "perimeter",
+            "stream": True,
+            "messages": [{"role": "user", "content": QUESTION}],
+        },
+        timeout=240,
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines)
+    assert lines[-1] == "data: [DONE]"
