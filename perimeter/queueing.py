@@ -45,6 +45,8 @@ def create_celery_app(settings: Settings, queue: str | None = None) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # Children load the embedder in worker_process_init; see BrokerSettings for why.
+        worker_proc_alive_timeout=settings.broker.worker_start_timeout_s,
     )
     return app
 

@@ -61,6 +61,12 @@ class BrokerSettings(BaseModel):
     max_attempts: int = Field(
         default=3, description="A document whose task dies this many times is marked failed."
     )
+    worker_start_timeout_s: float = Field(
+        default=120.0,
+        description="How long a prefork child may take to start (it loads the models) before "
+        "Celery kills it as hung. Celery's 4 s default kills every replacement child on a busy "
+        "host, so a worker that lost a child (OOM, crash) never processes again.",
+    )
 
 
 class EmbeddingSettings(BaseModel):

@@ -153,4 +153,3 @@ def _purge_queue(settings: Any) -> None:
         r.close()
     except Exception:
         pass
-

@@ -100,6 +100,7 @@ class QdrantChunkStore:
                         # file and is not documented as thread-safe, while the embedded default
                         # calls it from API and worker threads: serialise every call.
                         self._client = _Serialized(QdrantClient(path=str(self._path)))  # type: ignore[assignment]
+        assert self._client is not None
         return self._client
 
     # -- schema ----------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class SentenceTransformerEmbedder:
 
     @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        return int(self.model.max_seq_length or 512)
 
     def count_tokens(self, text: str) -> int:
         tokenizer: Any = self.model.tokenizer

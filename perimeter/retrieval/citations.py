@@ -19,6 +19,12 @@ from perimeter.retrieval.prompt import NOT_FOUND
 from perimeter.textproc import analyze
 
 MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+# A marker with the space before it, so "1990 [2]." reads "1990." once the marker is gone.
+_MARKER_WITH_SPACE = re.compile(r"\s*" + MARKER.pattern)
+
+
+def strip_markers(text: str) -> str:
+    return _MARKER_WITH_SPACE.sub("", text)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 ABSTAIN_PATTERNS = re.compile(
@@ -70,10 +76,10 @@ class Attribution:
 
 
 def split_sentences(text: str) -> list[str]:
-    parts = []
+    parts: list[str] = []
     for line in text.splitlines():
         parts.extend(p.strip() for p in _SENTENCE_END.split(line))
-    return [p for p in parts if len(analyze(MARKER.sub("", p))) > 0]
+    return [p for p in parts if len(analyze(strip_markers(p))) > 0]
 
 
 def markers_in(sentence: str) -> list[int]:
@@ -111,7 +117,7 @@ def attribute(
     sentence_vecs: list[list[float]] | None = None
     if embed is not None and sentences and sources:
         source_vecs = embed([s.text for s in sources])
-        sentence_vecs = embed([MARKER.sub("", s) for s in sentences])
+        sentence_vecs = embed([strip_markers(s) for s in sentences])
 
     invalid: list[int] = []
     results: list[SentenceSupport] = []
@@ -120,7 +126,7 @@ def attribute(
         written = markers_in(sentence)
         valid = [n for n in written if 1 <= n <= len(sources)]
         invalid.extend(n for n in written if n not in valid and n not in invalid)
-        terms = set(analyze(MARKER.sub("", sentence)))
+        terms = set(analyze(strip_markers(sentence)))
         scored: list[tuple[float, int]] = []
         for j, src_terms in enumerate(source_terms):
             score = lexical_recall(terms, src_terms)
@@ -149,7 +155,7 @@ def attribute(
                 order.append(n)
         results.append(
             SentenceSupport(
-                sentence=MARKER.sub("", sentence).strip(),
+                sentence=strip_markers(sentence).strip(),
                 sources=chosen,
                 score=scored[0][0] if scored else 0.0,
                 cited=valid,

@@ -44,7 +44,9 @@ def running_stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"perimeter up exited early:\n{(tmp_path / 'up.log').read_text()[-4000:]}")
+                pytest.fail(
+                    f"perimeter up exited early:\n{(tmp_path / 'up.log').read_text()[-4000:]}"
+                )
             try:
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break
@@ -72,7 +74,10 @@ def test_upload_ask_cite_delete_over_http(running_stack: tuple[str, Path], tmp_p
             tmp_path / "field-manual.pdf",
             [
                 ["Station overview", "The research station sits on a basalt ridge near the coast."],
-                ["Emergency procedures", "The emergency radio frequency at the station is 156.8 MHz."],
+                [
+                    "Emergency procedures",
+                    "The emergency radio frequency at the station is 156.8 MHz.",
+                ],
                 ["Supplies", "Fuel deliveries arrive every second Tuesday by boat."],
             ],
         ),
@@ -105,7 +110,9 @@ def test_upload_ask_cite_delete_over_http(running_stack: tuple[str, Path], tmp_p
         client.delete(manual_id)
         assert {d["id"] for d in client.documents()} == {u["document_id"] for u in uploaded[1:]}
         after = client.query(
-            "What is the emergency radio frequency at the station?", retrieval_only=True, min_score=-1
+            "What is the emergency radio frequency at the station?",
+            retrieval_only=True,
+            min_score=-1,
         )
         assert manual_id not in {s["document_id"] for s in after["sources"]}
 

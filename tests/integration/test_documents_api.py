@@ -17,7 +17,10 @@ pytestmark = pytest.mark.integration
 def upload(stack: Stack, *paths: Path, metadata: str | None = None) -> Any:
     handles = [p.open("rb") for p in paths]
     try:
-        files = [("files", (p.name, h, "application/octet-stream")) for p, h in zip(paths, handles)]
+        files = [
+            ("files", (p.name, h, "application/octet-stream"))
+            for p, h in zip(paths, handles, strict=True)
+        ]
         data = {"metadata": metadata} if metadata is not None else None
         return stack.client.post("/v1/documents", files=files, data=data)
     finally:
@@ -30,7 +33,9 @@ def leftovers(stack: Stack) -> list[Path]:
     return list(tmp.iterdir()) if tmp.exists() else []
 
 
-def test_upload_many_formats_index_with_pages_sections_and_metadata(stack: Stack, tmp_path: Path) -> None:
+def test_upload_many_formats_index_with_pages_sections_and_metadata(
+    stack: Stack, tmp_path: Path
+) -> None:
     pdf = df.make_pdf(
         tmp_path / "handbook.pdf",
         [
@@ -55,7 +60,12 @@ def test_upload_many_formats_index_with_pages_sections_and_metadata(stack: Stack
     response = upload(stack, pdf, docx, html, md, metadata='{"team": "ops", "year": 2026}')
     assert response.status_code == 202, response.text
     uploaded = response.json()["documents"]
-    assert [u["filename"] for u in uploaded] == ["handbook.pdf", "policy.docx", "faq.html", "notes.md"]
+    assert [u["filename"] for u in uploaded] == [
+        "handbook.pdf",
+        "policy.docx",
+        "faq.html",
+        "notes.md",
+    ]
     assert all(u["status"] == "queued" and not u["duplicate"] for u in uploaded)
 
     final = stack.wait_indexed([u["document_id"] for u in uploaded])
@@ -129,7 +139,11 @@ def test_delete_removes_chunks_file_and_row(stack: Stack, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("maker", "status", "code"),
     [
-        (lambda p: (p / "empty.txt").write_bytes(b"") and None or p / "empty.txt", 422, "invalid_document"),
+        (
+            lambda p: ((p / "empty.txt").write_bytes(b"") and None) or p / "empty.txt",
+            422,
+            "invalid_document",
+        ),
         (lambda p: df.make_binary_garbage(p / "garbage.bin"), 415, "unsupported_file_type"),
         (lambda p: df.make_corrupt_pdf(p / "broken.pdf"), 422, "invalid_document"),
         (lambda p: df.make_encrypted_pdf(p / "locked.pdf"), 422, "invalid_document"),

@@ -170,6 +170,8 @@ class FaultRig:
         self.settings = make_settings(
             tmp_path,
             broker={"url": broker_url, **broker},
+            # Small batches: several upserts per document, so a kill lands between two of them.
+            embedding={"batch_size": 8},
             llm={"base_url": f"http://127.0.0.1:{free_port()}/v1", "max_retries": 0},
         )
         # Built lazily: the vector store is never opened here (the worker owns the folder).
@@ -189,6 +191,7 @@ class FaultRig:
                 "PERIMETER_BROKER__QUEUE": s.broker.queue,
                 "PERIMETER_BROKER__VISIBILITY_TIMEOUT_S": str(s.broker.visibility_timeout_s),
                 "PERIMETER_BROKER__MAX_ATTEMPTS": str(s.broker.max_attempts),
+                "PERIMETER_EMBEDDING__BATCH_SIZE": str(s.embedding.batch_size),
                 "PERIMETER_LLM__BASE_URL": str(s.llm.base_url),
                 "PYTHONPATH": str(REPO_ROOT),
             }
@@ -270,14 +273,26 @@ class FaultRig:
         self.services.close()
 
 
+WORDS = """
+the of and to in is was for on that with as by at from his her their it an be this which or are
+had not but were have one all new more when who will been there no if out so up said what about
+its into than them can only other time some could these two may first then do any like my now
+over such our man me even most made after also did many before must through back years where
+much your way well down should because each just those people how too little state good very
+make world still own see men work long get here between both life being under never day same
+another know while last might us great old year off come since against go came right used take
+three states himself few house use during without again place around however home small found
+water river mountain glacier valley forest harbour railway bridge council library archive report
+policy budget minister court trial witness engine turbine battery sensor network server storage
+""".split()
+
+
 def big_text(path: Path, paragraphs: int, seed: int = 7) -> Path:
     """A plain-text file large enough that parse + embed takes seconds, so a signal lands
     mid-document. Deterministic: the same seed gives the same bytes (same document id)."""
     rng = random.Random(seed)
-    vocab = [
-        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 10)))
-        for _ in range(3000)
-    ]
+    # Real words: about one token each, so the chunk count stays predictable.
+    vocab = WORDS
     lines = []
     for p in range(paragraphs):
         if p % 10 == 0:
@@ -317,7 +332,7 @@ def test_sigkilled_worker_child_mid_document_is_redelivered_and_indexed_once(
     rig = rig_factory(private_redis.url, visibility_timeout_s=30)
     path = big_text(tmp_path / "big.txt", paragraphs=500)
     expected = rig.expected_chunks(path)
-    assert expected > rig.settings.embedding.batch_size * 4  # several upsert steps
+    assert expected > rig.settings.embedding.batch_size * 4 * 2  # several upsert steps
 
     worker = rig.start_worker()
     doc_id = rig.submit(path)

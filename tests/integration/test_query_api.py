@@ -109,7 +109,9 @@ def test_llm_down_gives_503_with_sources_or_degraded_answer(
     from tests.conftest import free_port
 
     # Point the answer service at a port nobody listens on.
-    dead = OpenAICompatibleLLM(f"http://127.0.0.1:{free_port()}/v1", "x", timeout_s=2, max_retries=0)
+    dead = OpenAICompatibleLLM(
+        f"http://127.0.0.1:{free_port()}/v1", "x", timeout_s=2, max_retries=0
+    )
     stack.services.answers._llm = dead
     question = {"question": "What is the launch code for Project Zephyr?"}
     response = stack.client.post("/v1/query", json=question)
