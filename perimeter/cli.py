@@ -49,7 +49,7 @@ def _logging(level: str = "INFO") -> None:
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(code=1)
 
 

@@ -4,6 +4,7 @@ or are handed in (the embedded default shares them with its in-process worker)."
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,8 +12,10 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from perimeter.api.errors import error_response, install_error_handlers
-from perimeter.api.routes import documents, health, openai_compat, query, web
+from perimeter.api.routes import documents, health, metrics, openai_compat, query, web
+from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.composition import Services, build_services
+from perimeter.observability import Metrics
 from perimeter.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -25,8 +28,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = services if services is not None else build_services(effective)
-        svc.ensure_ready()
+        try:
+            svc.ensure_ready()
+        except Exception as exc:
+            # A vector store that is down at startup must not crash-loop the API: it serves
+            # /healthz, /readyz says not ready, and queries answer 503 until the store is back
+            # (the worker creates the collection when it starts).
+            if not _store_unreachable(exc):
+                raise
+            log.warning("starting without the vector store: %s", exc)
         app.state.services = svc
+        app.state.metrics.bind(svc)
         try:
             yield
         finally:
@@ -40,6 +52,24 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.metrics = Metrics()
+
+    @app.middleware("http")
+    async def observe_latency(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        status = 500
+        try:
+            response: Response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            # The route template, not the raw path: one series per endpoint, not per document.
+            route = request.scope.get("route")
+            template = getattr(route, "path", None) or "<unmatched>"
+            latency = app.state.metrics.request_seconds
+            latency.labels(request.method, template, str(status)).observe(
+                time.perf_counter() - started
+            )
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -64,4 +94,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(query.router)
     app.include_router(openai_compat.router)
     app.include_router(web.router)
+    app.include_router(metrics.router)
     return app
+
+
+def _store_unreachable(exc: BaseException) -> bool:
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    return isinstance(exc, StoreUnavailable | ResponseHandlingException)

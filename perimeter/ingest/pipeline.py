@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from perimeter.backends.blob_store import BlobStore
 from perimeter.backends.protocols import ChunkStore, DocumentParser, Embedder, SparseEncoder
@@ -32,6 +32,14 @@ from perimeter.ingest.errors import InvalidDocument, ParseError, UnsupportedFile
 from perimeter.ingest.validation import safe_filename, validate_upload
 
 log = logging.getLogger(__name__)
+
+
+class IngestObserver(Protocol):
+    """Where ingestion reports what it did (Prometheus metrics: perimeter.observability)."""
+
+    def embedded_batch(self, size: int) -> None: ...
+
+    def indexed(self, chunks: int) -> None: ...
 
 
 class PermanentIngestError(Exception):
@@ -87,6 +95,8 @@ class IngestionService:
         self._overlap_tokens = overlap_tokens
         self._embed_batch_size = embed_batch_size
         self._max_attempts = max_attempts
+        # Set by the API app that exports metrics (perimeter.observability.Metrics.bind).
+        self.observer: IngestObserver | None = None
 
     # -- API side: accept durably ----------------------------------------------------------
     def stage(
@@ -189,6 +199,8 @@ class IngestionService:
             # Deleted while we worked: take our chunks back out.
             self._store.delete_document(doc.tenant_id, doc.id)
             return ProcessOutcome(document_id, "gone", detail="deleted during ingestion")
+        if self.observer is not None:
+            self.observer.indexed(len(chunks))
         return ProcessOutcome(
             document_id, "indexed", len(chunks), seconds=time.perf_counter() - started
         )
@@ -242,6 +254,8 @@ class IngestionService:
     def records_for(self, doc: DocumentRecord, chunks: Sequence[Chunk]) -> list[ChunkRecord]:
         texts = [embedding_text(c) for c in chunks]
         encoded = self._embedder.encode_documents(texts)
+        if self.observer is not None:
+            self.observer.embedded_batch(len(texts))
         lexical = self._sparse.encode_documents(texts) if self._sparse is not None else None
         records = []
         for i, (chunk, enc) in enumerate(zip(chunks, encoded, strict=True)):

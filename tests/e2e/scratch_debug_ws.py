@@ -1,23 +1,26 @@
-import json
 import pytest
 from tests import docfactory as df
+from tests.integration.test_openai_compat import live_server
+from tests.e2e.test_web_workspace import browser, CHROMIUM_ARGS  # noqa
 
 @pytest.mark.llm
-def test_dbg(stack, tmp_path):
+def test_dbg(stack, tmp_path, browser):
     handbook = df.make_pdf(tmp_path / "station-handbook.pdf", [
         ["Cafeteria", "The Kepler Station cafeteria serves breakfast from 6:30 to 9:00."],
         ["Reactor", "The Zorblax reactor at Kepler Station runs at a core temperature of 742 kelvin. "
          "Engineer Mirela Dunmore designed the Zorblax reactor in 2031."]])
-    notes = df.make_md(tmp_path / "shuttle-notes.md", "Shuttle notes",
-        [("Schedule", ["The supply shuttle docks at Kepler Station every second Tuesday."])])
     ids = []
-    for p in (handbook, notes):
-        with p.open("rb") as fh:
-            ids.append(stack.client.post("/v1/documents", files=[("files", (p.name, fh, "application/octet-stream"))]).json()["documents"][0]["document_id"])
+    with handbook.open("rb") as fh:
+        ids.append(stack.client.post("/v1/documents", files=[("files", (handbook.name, fh, "application/pdf"))]).json()["documents"][0]["document_id"])
     stack.wait_indexed(ids)
-    q = "What core temperature does the Zorblax reactor run at?"
-    r = stack.client.post("/v1/query", json={"question": q}).json()
-    print(json.dumps(r, indent=1)[:3000])
-    with stack.client.stream("POST", "/v1/query", json={"question": q, "stream": True}) as resp:
-        for line in resp.iter_lines():
-            print(repr(line))
+    with live_server(stack.services) as url:
+        page = browser.new_page()
+        page.on("console", lambda m: print("CONSOLE", m.type, m.text))
+        page.goto(url)
+        page.evaluate("""() => { const orig = window.fetch; window.__log = []; window.fetch = async (...a) => { const r = await orig(...a); if (String(a[0]).includes('query')) { const c = r.clone(); c.text().then(t => window.__log.push(t)); } return r; }; }""")
+        page.fill("#question", "What core temperature does the Zorblax reactor run at?")
+        page.press("#question", "Enter")
+        page.wait_for_selector(".citation.chip", timeout=240000)
+        page.wait_for_timeout(1000)
+        print("HTML", page.inner_html(".msg.assistant"))
+        print("LOG", page.evaluate("window.__log"))

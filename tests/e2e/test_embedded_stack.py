@@ -6,6 +6,7 @@ SQLite metadata, packaged MiniLM, packaged SmolLM2 behind llama-cpp-python's ser
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,8 +25,9 @@ from tests.conftest import free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.llm]
 
 
-@pytest.fixture
-def running_stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@pytest.fixture(scope="module")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    tmp_path = tmp_path_factory.mktemp("stack")
     data_dir = tmp_path / "data"
     port = free_port()
     env = {
@@ -65,6 +67,48 @@ def running_stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 proc.kill()
                 proc.wait()
         log.close()
+
+
+def perimeter_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "perimeter.cli", *args, "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_ingests_a_folder_asks_and_lists(
+    running_stack: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, _ = running_stack
+    folder = tmp_path / "library"
+    (folder / "sub").mkdir(parents=True)
+    df.make_md(folder / "birds.md", "Birds", [("Owls", ["Barn owls hunt mostly at night."])])
+    df.make_txt(folder / "sub" / "tea.txt", ["Green tea is steeped at 80 degrees Celsius."])
+    (folder / "sub" / "ignored.bin").write_bytes(b"not a supported suffix")
+
+    ingested = perimeter_cli(url, "ingest", str(folder), "--json")
+    assert ingested.returncode == 0, ingested.stderr
+    report = json.loads(ingested.stdout)
+    assert sorted(d["filename"] for d in report["final"]) == ["birds.md", "tea.txt"]
+    assert all(d["status"] == "indexed" for d in report["final"])
+
+    asked = perimeter_cli(url, "ask", "At what temperature is green tea steeped?", "--json")
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert answer["citations"][0]["filename"] == "tea.txt"
+
+    listed = json.loads(perimeter_cli(url, "docs", "list", "--json").stdout)
+    assert {"birds.md", "tea.txt"} <= {d["filename"] for d in listed}
+
+    # Errors are one clear line and a non-zero exit, not a traceback.
+    missing = perimeter_cli(url, "docs", "delete", "no-such-id")
+    assert missing.returncode == 1
+    assert "no document with id" in missing.stderr and "Traceback" not in missing.stderr
+    unreachable = perimeter_cli("http://127.0.0.1:9", "docs", "list")
+    assert unreachable.returncode == 1
+    assert "is `perimeter up` running?" in unreachable.stderr
 
 
 def test_upload_ask_cite_delete_over_http(running_stack: tuple[str, Path], tmp_path: Path) -> None:
@@ -108,7 +152,9 @@ def test_upload_ask_cite_delete_over_http(running_stack: tuple[str, Path], tmp_p
         assert cited["filename"] == "field-manual.pdf"
 
         client.delete(manual_id)
-        assert {d["id"] for d in client.documents()} == {u["document_id"] for u in uploaded[1:]}
+        remaining = {d["id"] for d in client.documents()}
+        assert manual_id not in remaining
+        assert {u["document_id"] for u in uploaded[1:]} <= remaining
         after = client.query(
             "What is the emergency radio frequency at the station?",
             retrieval_only=True,

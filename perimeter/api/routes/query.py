@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
 from perimeter.api.errors import APIError
 from perimeter.api.schemas import CitationOut, QueryRequest, QueryResponse, UsageOut
 from perimeter.backends.openai_llm import LLMUnavailable
+from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.domain import SearchFilter
 from perimeter.retrieval.answer import Answer, Citation, citation_of, result_timings
 
@@ -77,6 +79,24 @@ def _sources_only(
     )
 
 
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """qdrant-client raises its own transport error when a Qdrant server is down or times out;
+    answer that as StoreUnavailable (503 + Retry-After), not as an internal error."""
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    try:
+        yield
+    except ResponseHandlingException as exc:
+        raise StoreUnavailable(f"vector store unavailable: {exc}") from exc
+
+
+def _observe_llm(request: Request, a: Answer) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.observe_llm(a.timings, a.usage.completion_tokens)
+
+
 def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -87,13 +107,16 @@ def _sse(event: str, data: Any) -> str:
     summary="Ask a question; get an answer with citations (stream=true for SSE)",
     responses={503: {"description": "LLM or vector store unavailable"}},
 )
-def query(body: QueryRequest, services: ServicesDep, principal: PrincipalDep) -> Any:
+def query(
+    body: QueryRequest, services: ServicesDep, principal: PrincipalDep, request: Request
+) -> Any:
     answers = services.answers
     flt = _filter(principal, body)
     top_k = body.top_k
 
     if body.retrieval_only:
-        result = answers.retrieve(body.question, flt, top_k, body.mode)
+        with _store_errors():
+            result = answers.retrieve(body.question, flt, top_k, body.mode)
         relevant = answers.relevant(result, body.min_score)
         return _sources_only(
             [_cit(citation_of(i, c)) for i, c in enumerate(relevant, 1)],
@@ -102,9 +125,10 @@ def query(body: QueryRequest, services: ServicesDep, principal: PrincipalDep) ->
         )
 
     if body.stream:
-        _result, events = answers.stream_answer(
-            body.question, flt, top_k, body.min_score, body.mode
-        )
+        with _store_errors():
+            _result, events = answers.stream_answer(
+                body.question, flt, top_k, body.min_score, body.mode
+            )
 
         def stream() -> Iterator[str]:
             try:
@@ -112,6 +136,7 @@ def query(body: QueryRequest, services: ServicesDep, principal: PrincipalDep) ->
                     if kind == "token":
                         yield _sse("token", {"text": payload})
                     else:
+                        _observe_llm(request, payload)
                         yield _sse("answer", _response(payload).model_dump(mode="json"))
             except LLMUnavailable:
                 yield _sse(
@@ -131,9 +156,12 @@ def query(body: QueryRequest, services: ServicesDep, principal: PrincipalDep) ->
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    result = answers.retrieve(body.question, flt, top_k, body.mode)
+    with _store_errors():
+        result = answers.retrieve(body.question, flt, top_k, body.mode)
     try:
-        return _response(answers.answer_from(body.question, result, body.min_score))
+        answer = answers.answer_from(body.question, result, body.min_score)
+        _observe_llm(request, answer)
+        return _response(answer)
     except LLMUnavailable as exc:
         relevant = answers.relevant(result, body.min_score)
         sources = [_cit(citation_of(i, c)) for i, c in enumerate(relevant, 1)]
