@@ -404,3 +404,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@app.command("config-docs")
+def config_docs() -> None:
+    """Print the configuration reference (markdown), generated from the settings class:
+    perimeter config-docs > docs/configuration.md"""
+    from perimeter.settings_docs import render_markdown
+
+    # Plain stdout, not rich: the output is a file's content, to be redirected verbatim.
+    typer.echo(render_markdown(), nl=False)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from perimeter.audit import AuditLog
+from perimeter.auth.api_keys import ApiKeyStore
+from perimeter.auth.service import Authenticator
 from perimeter.backends.blob_store import BlobStore
 from perimeter.backends.bm25_sparse import Bm25SparseEncoder
+from perimeter.backends.cross_encoder_reranker import CrossEncoderReranker
 from perimeter.backends.model_paths import force_offline
 from perimeter.backends.openai_llm import OpenAICompatibleLLM
 from perimeter.backends.protocols import Embedder, SparseEncoder
@@ -35,6 +39,9 @@ class Services:
     answers: AnswerService
     ingestion: IngestionService
     queue: CeleryIngestQueue
+    keys: ApiKeyStore
+    audit: AuditLog
+    auth: Authenticator
 
     def ensure_ready(self) -> None:
         """Create what must exist (schema, collection). Loads the embedder to learn its size."""
@@ -43,6 +50,8 @@ class Services:
             self.embedder.dimension,
             sparse_idf=self.sparse_encoder is not None and self.sparse_encoder.uses_idf_modifier,
         )
+        for key in self.settings.retrieval.indexed_metadata_fields:
+            self.store.create_metadata_index(key)
 
     def close(self) -> None:
         self.store.close()
@@ -119,7 +128,19 @@ def build_services(
         max_tokens=settings.llm.max_tokens,
         temperature=settings.llm.temperature,
     )
-    retriever = Retriever(embedder, store, sparse, prefetch_limit=settings.retrieval.prefetch_limit)
+    reranker = (
+        CrossEncoderReranker(settings.retrieval.reranker_model, device=settings.embedding.device)
+        if settings.retrieval.reranker_model
+        else None
+    )
+    retriever = Retriever(
+        embedder,
+        store,
+        sparse,
+        prefetch_limit=settings.retrieval.prefetch_limit,
+        reranker=reranker,
+        rerank_candidates=settings.retrieval.rerank_candidates,
+    )
     answers = AnswerService(
         retriever,
         llm,
@@ -140,6 +161,9 @@ def build_services(
         max_attempts=settings.broker.max_attempts,
     )
     queue = CeleryIngestQueue(create_celery_app(settings), settings.broker.queue)
+    # Keys and the audit log live in the metadata DB and share its engine.
+    keys = ApiKeyStore(metadata)
+    auth = Authenticator.from_settings(settings.auth, keys)
     return Services(
         settings=settings,
         metadata=metadata,
@@ -153,4 +177,7 @@ def build_services(
         answers=answers,
         ingestion=ingestion,
         queue=queue,
+        keys=keys,
+        audit=AuditLog(metadata),
+        auth=auth,
     )

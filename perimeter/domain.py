@@ -102,6 +102,8 @@ class SearchFilter:
     filenames: list[str] | None = None
     metadata: dict[str, Any] | None = None
     groups: list[str] | None = None  # caller's groups; None = no group restriction
+    # metadata field -> (gte, lte) ISO-8601 datetimes, either bound optional
+    date_ranges: dict[str, tuple[str | None, str | None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

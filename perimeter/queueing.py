@@ -75,10 +75,24 @@ class CeleryIngestQueue:
 
     def depth(self) -> int | None:
         """Messages waiting in the queue, where the transport can tell."""
+        from kombu.exceptions import OperationalError
+
         try:
-            with self._app.connection_for_read() as conn, conn.channel() as channel:
-                _name, count, _consumers = channel.queue_declare(self._queue, passive=True)
-                return int(count)
+            with self._app.connection_for_read() as conn:
+                # Bounded: a scrape or health check must not hang on a broker that is down.
+                conn.ensure_connection(max_retries=1, timeout=2)
+                with conn.channel() as channel:
+                    try:
+                        _name, count, _consumers = channel.queue_declare(self._queue, passive=True)
+                    except OperationalError:
+                        raise
+                    except Exception as exc:
+                        # Redis keeps a queue as a list, and an empty list does not exist: the
+                        # passive declare answers 404 for a queue that is merely empty.
+                        if "NOT_FOUND" in str(exc):
+                            return 0
+                        raise
+                    return int(count)
         except Exception:
             return None
 

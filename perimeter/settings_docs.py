@@ -9,6 +9,7 @@ are masked.
 from __future__ import annotations
 
 import enum
+import json
 import types
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -55,6 +56,8 @@ def type_name(annotation: Any) -> str:
         return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
     if isinstance(annotation, type) and issubclass(annotation, PurePath):
         return "path"
+    if annotation in (SecretStr, SecretBytes):
+        return "secret"
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation)
@@ -100,6 +103,9 @@ def default_text(field: FieldInfo) -> str | None:
         return "true" if value else "false"
     if isinstance(value, str):
         return value if value else '""'
+    if isinstance(value, list | tuple | dict):
+        # JSON: the form pydantic-settings parses from the environment for complex types.
+        return json.dumps(value)
     return str(value)
 
 

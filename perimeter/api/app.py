@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from perimeter.api.errors import error_response, install_error_handlers
 from perimeter.api.routes import documents, health, metrics, openai_compat, query, web
+from perimeter.auth import routes as admin_routes
 from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.composition import Services, build_services
 from perimeter.observability import Metrics
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(health.router)
     app.include_router(documents.router)
     app.include_router(query.router)
+    app.include_router(admin_routes.router)
     app.include_router(openai_compat.router)
     app.include_router(web.router)
     app.include_router(metrics.router)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from perimeter.api.errors import APIError
+from perimeter.auth.principal import Principal
+from perimeter.auth.service import AuthError
 from perimeter.composition import Services
-from perimeter.domain import DEFAULT_TENANT
+
+__all__ = ["Principal", "PrincipalDep", "ServicesDep", "get_principal", "get_services"]
 
 
 def get_services(request: Request) -> Services:
@@ -16,16 +19,18 @@ def get_services(request: Request) -> Services:
     return services
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling. Until API keys land (see docs), every caller is the default tenant."""
-
-    tenant_id: str
-    groups: list[str] | None = None
-
-
-def get_principal() -> Principal:
-    return Principal(tenant_id=DEFAULT_TENANT)
+def get_principal(
+    request: Request, services: Annotated[Services, Depends(get_services)]
+) -> Principal:
+    """Authenticate the caller (settings.auth.mode), then check the endpoint's scope policy
+    (perimeter/auth/policy.py). 401 without valid credentials, 403 without the scope."""
+    route = request.scope.get("route")
+    try:
+        principal = services.auth.authenticate(request.headers)
+        services.auth.authorize(principal, request.method, getattr(route, "path", None))
+    except AuthError as exc:
+        raise APIError(exc.status, exc.code, exc.message, headers=exc.headers) from exc
+    return principal
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -90,12 +90,24 @@ class DocumentList(BaseModel):
     offset: int
 
 
+class DateRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gte: datetime | None = None
+    lte: datetime | None = None
+
+
 class QueryFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     document_ids: list[str] | None = Field(default=None, max_length=1000)
     filenames: list[str] | None = Field(default=None, max_length=1000)
     metadata: dict[str, str | int | float | bool | list[str]] | None = None
+    date_ranges: dict[str, DateRange] | None = Field(
+        default=None,
+        description="Metadata fields holding ISO-8601 dates, e.g. "
+        '{"published": {"gte": "2024-01-01T00:00:00Z"}}.',
+    )
 
 
 class QueryRequest(BaseModel):

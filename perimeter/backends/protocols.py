@@ -104,5 +104,15 @@ class LLM(Protocol):
     def ping(self) -> bool: ...
 
 
+class Reranker(Protocol):
+    """Reorders retrieved chunks by reading question and chunk together (cross-encoder)."""
+
+    def warm_up(self) -> None: ...
+
+    def rerank(
+        self, question: str, chunks: Sequence[ScoredChunk], top_k: int
+    ) -> list[ScoredChunk]: ...
+
+
 class DocumentParser(Protocol):
     def parse(self, path: Path, content_type: str, filename: str) -> ParsedDocument: ...

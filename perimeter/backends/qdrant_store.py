@@ -7,6 +7,7 @@ The same code serves a Qdrant server (production) and qdrant-client's local mode
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,10 @@ SPARSE = "sparse"
 # always "public OR one of my groups", so restricting a document never needs a schema change.
 PUBLIC_GROUP = "__public__"
 UPSERT_BATCH = 256
+
+
+def _datetime(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 class _Serialized:
@@ -362,6 +367,13 @@ class QdrantChunkStore:
                 else qm.MatchValue(value=value)
             )
             must.append(qm.FieldCondition(key=f"metadata.{key}", match=match))
+        for key, (gte, lte) in (flt.date_ranges or {}).items():
+            must.append(
+                qm.FieldCondition(
+                    key=f"metadata.{key}",
+                    range=qm.DatetimeRange(gte=_datetime(gte), lte=_datetime(lte)),
+                )
+            )
         if flt.groups is not None:
             must.append(
                 qm.FieldCondition(key="groups", match=qm.MatchAny(any=[PUBLIC_GROUP, *flt.groups]))

@@ -42,7 +42,10 @@ class Answer:
 
 
 def result_timings(result: RetrievalResult) -> dict[str, float]:
-    return {"embed_ms": round(result.embed_ms, 2), "search_ms": round(result.search_ms, 2)}
+    timings = {"embed_ms": round(result.embed_ms, 2), "search_ms": round(result.search_ms, 2)}
+    if result.rerank_ms:
+        timings["rerank_ms"] = round(result.rerank_ms, 2)
+    return timings
 
 
 def _snippet(text: str) -> str:

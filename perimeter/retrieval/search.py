@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from perimeter.backends.protocols import ChunkStore, Embedder, SparseEncoder
+from perimeter.backends.protocols import ChunkStore, Embedder, Reranker, SparseEncoder
 from perimeter.domain import ScoredChunk, SearchFilter, SparseVector
 
 Mode = Literal["hybrid", "dense", "sparse"]
@@ -18,6 +18,7 @@ class RetrievalResult:
     best_dense_score: float | None
     embed_ms: float
     search_ms: float
+    rerank_ms: float = 0.0
 
 
 class Retriever:
@@ -27,11 +28,19 @@ class Retriever:
         store: ChunkStore,
         sparse_encoder: SparseEncoder | None,
         prefetch_limit: int = 50,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 20,
     ) -> None:
         self._embedder = embedder
         self._store = store
         self._sparse = sparse_encoder
         self._prefetch_limit = prefetch_limit
+        self._reranker = reranker
+        self._rerank_candidates = rerank_candidates
+
+    @property
+    def reranker(self) -> Reranker | None:
+        return self._reranker
 
     def _query_sparse(self, question: str, learned: SparseVector | None) -> SparseVector | None:
         if learned is not None:
@@ -47,19 +56,25 @@ class Retriever:
         encoded = self._embedder.encode_queries([question])[0]
         sparse = self._query_sparse(question, encoded.sparse) if mode != "dense" else None
         t1 = time.perf_counter()
+        limit = max(top_k, self._rerank_candidates) if self._reranker else top_k
         if mode == "dense":
-            chunks = self._store.dense_search(encoded.dense, flt, top_k)
+            chunks = self._store.dense_search(encoded.dense, flt, limit)
         elif mode == "sparse":
-            chunks = self._store.sparse_search(sparse, flt, top_k) if sparse else []
+            chunks = self._store.sparse_search(sparse, flt, limit) if sparse else []
         else:
             chunks = self._store.hybrid_search(
-                encoded.dense, sparse, flt, top_k, max(self._prefetch_limit, top_k)
+                encoded.dense, sparse, flt, limit, max(self._prefetch_limit, limit)
             )
         t2 = time.perf_counter()
+        rerank_ms = 0.0
+        if self._reranker is not None:
+            chunks = self._reranker.rerank(question, chunks, top_k)
+            rerank_ms = (time.perf_counter() - t2) * 1000
         dense_scores = [c.dense_score for c in chunks if c.dense_score is not None]
         return RetrievalResult(
             chunks=chunks,
             best_dense_score=max(dense_scores) if dense_scores else None,
             embed_ms=(t1 - t0) * 1000,
             search_ms=(t2 - t1) * 1000,
+            rerank_ms=rerank_ms,
         )

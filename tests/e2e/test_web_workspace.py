@@ -34,7 +34,6 @@ CHROMIUM_ARGS = [
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.llm,
     pytest.mark.skipif(
         not CHROMIUM.exists(), reason="Debian's chromium is not installed: apt-get install chromium"
     ),
@@ -64,6 +63,7 @@ def screenshot(page: Any, tmp_path: Path, name: str) -> None:
         shutil.copyfile(tmp_path / name, Path(keep) / name)
 
 
+@pytest.mark.llm
 def test_upload_ask_and_open_a_citation_in_the_browser(
     stack: Stack, browser: Any, tmp_path: Path
 ) -> None:
@@ -179,3 +179,53 @@ def test_upload_ask_and_open_a_citation_in_the_browser(
 
     assert outside == [], f"the page loaded from outside the server: {outside}"
     assert errors == [], f"browser errors: {errors}"
+
+
+def test_workspace_asks_for_an_api_key_when_the_server_answers_401(
+    stack: Stack, browser: Any, tmp_path: Path
+) -> None:
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from playwright.sync_api import expect
+
+    from perimeter.api.app import create_app
+
+    key = "pk-e2e-0123456789"
+    app = create_app(services=stack.services)
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next: Any) -> Any:
+        # Stands in for API-key authentication: a 401 in the API's error shape without the key.
+        if request.url.path.startswith("/v1/") and (
+            request.headers.get("authorization") != f"Bearer {key}"
+        ):
+            body = {"error": {"code": "unauthorized", "message": "missing or invalid API key"}}
+            return JSONResponse(body, status_code=401)
+        return await call_next(request)
+
+    notes = df.make_md(
+        tmp_path / "keyed.md", "Keyed", [("Only", ["Lanterns are stored in hangar nine."])]
+    )
+    with live_server(stack.services, app) as base_url:
+        page = browser.new_page()
+        page.goto(base_url)
+        dialog = page.locator("#key-dialog")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#key-reason")).to_have_text("This server asks for an API key.")
+
+        page.fill("#key-input", "wrong")
+        page.press("#key-input", "Enter")
+        expect(page.locator("#key-reason")).to_have_text("The server refused this API key.")
+        expect(dialog).to_be_visible()
+
+        page.fill("#key-input", key)
+        page.get_by_role("button", name="Use key").click()
+        expect(dialog).to_be_hidden()
+        expect(page.locator("#doc-empty")).to_be_visible()
+        expect(page.locator("#key-button")).to_be_visible()
+
+        # The upload (XMLHttpRequest) carries the key too.
+        page.set_input_files("#file-input", [str(notes)])
+        row = page.locator("#doc-list .doc", has_text="keyed.md")
+        expect(row.locator(".badge")).to_have_text("indexed", timeout=120_000)
+        page.close()

@@ -29,7 +29,7 @@ QUESTION = "What core temperature does the Zorblax reactor run at?"
 
 
 @contextmanager
-def live_server(services: Any) -> Iterator[str]:
+def live_server(services: Any, app: Any | None = None) -> Iterator[str]:
     """The real app on a real socket (the SDK speaks HTTP), in a thread of this process so it
     shares the stack's services, as `perimeter up` does with its embedded worker."""
     import uvicorn
@@ -38,7 +38,7 @@ def live_server(services: Any) -> Iterator[str]:
 
     port = free_port()
     config = uvicorn.Config(
-        create_app(services=services), host="127.0.0.1", port=port, log_level="warning"
+        app or create_app(services=services), host="127.0.0.1", port=port, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)

@@ -124,3 +124,31 @@ def test_llm_down_gives_503_with_sources_or_degraded_answer(
     degraded = stack.client.post("/v1/query", json={**question, "allow_degraded": True}).json()
     assert degraded["degraded"] is True and degraded["answer"] is None
     assert degraded["sources"][0]["document_id"] == indexed["zephyr"]
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ({"metadata": {"team": "legal"}}, {"old.md"}),
+        ({"metadata": {"team": ["legal", "ops"]}}, {"old.md", "new.md"}),
+        ({"filenames": ["new.md"]}, {"new.md"}),
+        ({"date_ranges": {"published": {"gte": "2025-01-01T00:00:00Z"}}}, {"new.md"}),
+        ({"date_ranges": {"published": {"lte": "2024-12-31T00:00:00Z"}}}, {"old.md"}),
+    ],
+    ids=["metadata", "metadata-any", "filename", "date-after", "date-before"],
+)
+def test_metadata_filename_and_date_filters(
+    stack: Stack, tmp_path: Path, flt: dict, expected: set[str]
+) -> None:
+    old = df.make_md(tmp_path / "old.md", "Archive", [("Tides", ["Tides follow the moon."])])
+    new = df.make_md(tmp_path / "new.md", "Current", [("Tides", ["Tides rise twice a day."])])
+    ids = [
+        upload(stack, old, metadata='{"team": "legal", "published": "2023-05-01T00:00:00Z"}'),
+        upload(stack, new, metadata='{"team": "ops", "published": "2025-03-01T00:00:00Z"}'),
+    ]
+    stack.wait_indexed([r.json()["documents"][0]["document_id"] for r in ids])
+    body = stack.client.post(
+        "/v1/query",
+        json={"question": "tides", "retrieval_only": True, "min_score": -1, "filters": flt},
+    ).json()
+    assert {s["filename"] for s in body["sources"]} == expected

@@ -30,6 +30,17 @@ def _filter(principal: Principal, body: QueryRequest) -> SearchFilter:
         filenames=f.filenames if f else None,
         metadata=dict(f.metadata) if f and f.metadata else None,
         groups=principal.groups,
+        date_ranges=(
+            {
+                k: (
+                    r.gte.isoformat() if r.gte else None,
+                    r.lte.isoformat() if r.lte else None,
+                )
+                for k, r in f.date_ranges.items()
+            }
+            if f and f.date_ranges
+            else None
+        ),
     )
 
 

@@ -32,6 +32,13 @@
     passageSection: $("passage-section"),
     passageScore: $("passage-score"),
     passageSnippet: $("passage-snippet"),
+    announcer: $("announcer"),
+    keyButton: $("key-button"),
+    keyDialog: $("key-dialog"),
+    keyForm: $("key-form"),
+    keyInput: $("key-input"),
+    keyReason: $("key-reason"),
+    keyClear: $("key-clear"),
   };
 
   // Small DOM helper: h("li", {class: "x"}, "text", childNode)
@@ -82,10 +89,63 @@
     return `${response.status} ${response.statusText}`;
   }
 
+  // -- API key ------------------------------------------------------------------------------
+  // Only for servers with authentication on: the embedded default never answers 401. The key
+  // lives in sessionStorage (this tab only) and goes to this same origin alone.
+  const KEY_STORAGE = "perimeter.apiKey";
+  let apiKey = sessionStorage.getItem(KEY_STORAGE) || "";
+  els.keyButton.hidden = !apiKey;
+
+  function authHeaders() {
+    return apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+  }
+
+  function askForKey(reason) {
+    els.keyButton.hidden = false;
+    els.keyReason.textContent = reason;
+    els.keyInput.value = apiKey;
+    if (!els.keyDialog.open) els.keyDialog.showModal();
+  }
+
+  function unauthorized() {
+    askForKey(apiKey ? "The server refused this API key." : "This server asks for an API key.");
+  }
+
+  async function api(path, options = {}) {
+    const response = await fetch(path, {
+      ...options,
+      headers: { ...authHeaders(), ...(options.headers || {}) },
+    });
+    if (response.status === 401) unauthorized();
+    return response;
+  }
+
+  els.keyButton.addEventListener("click", () => askForKey("Change or forget the API key."));
+  els.keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    apiKey = els.keyInput.value.trim();
+    if (apiKey) sessionStorage.setItem(KEY_STORAGE, apiKey);
+    else sessionStorage.removeItem(KEY_STORAGE);
+    els.keyDialog.close();
+    refreshHealth();
+    refreshDocuments();
+  });
+  els.keyClear.addEventListener("click", () => {
+    apiKey = "";
+    sessionStorage.removeItem(KEY_STORAGE);
+    els.keyInput.value = "";
+    els.keyDialog.close();
+  });
+
   // -- health ---------------------------------------------------------------------------------
   async function refreshHealth() {
     try {
-      const response = await fetch("/readyz", { cache: "no-store" });
+      const response = await api("/readyz", { cache: "no-store" });
+      if (response.status === 401) {
+        els.health.textContent = "API key needed";
+        els.health.dataset.state = "warn";
+        return;
+      }
       const body = await response.json();
       if (body.status === "ready") {
         els.health.textContent = "Ready";
@@ -189,7 +249,7 @@
 
   async function refreshDocuments() {
     try {
-      const response = await fetch("/v1/documents?limit=1000", { cache: "no-store" });
+      const response = await api("/v1/documents?limit=1000", { cache: "no-store" });
       if (!response.ok) throw new Error(await errorMessage(response));
       const body = await response.json();
       renderDocuments(body.documents);
@@ -214,7 +274,7 @@
     const entry = docs.get(id);
     const name = entry ? entry.record.filename : id;
     if (!window.confirm(`Delete “${name}”, its passages and its stored file?`)) return;
-    const response = await fetch(`/v1/documents/${encodeURIComponent(id)}`, { method: "DELETE" });
+    const response = await api(`/v1/documents/${encodeURIComponent(id)}`, { method: "DELETE" });
     if (!response.ok && response.status !== 404) {
       window.alert(`Could not delete ${name}: ${await errorMessage(response)}`);
     }
@@ -287,6 +347,7 @@
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/v1/documents");
     xhr.responseType = "json";
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) {
         setUploadStatus(upload, "uploading", Math.round((event.loaded / event.total) * 100));
@@ -304,6 +365,7 @@
           setUploadStatus(upload, known.record.status, known.record.error);
         }
       } else {
+        if (xhr.status === 401) unauthorized();
         const message = body && body.error ? body.error.message : `HTTP ${xhr.status}`;
         setUploadStatus(upload, "rejected", message);
       }
@@ -456,6 +518,8 @@
     bubble.verdict.dataset.tone = tone;
     bubble.verdict.textContent = text;
     bubble.verdict.hidden = false;
+    const count = listed.length ? ` ${listed.length} source${listed.length === 1 ? "" : "s"}.` : "";
+    els.announcer.textContent = `Answer: ${(result.answer || "").trim()} ${text}${count}`;
   }
 
   function addMessage(role) {
@@ -506,7 +570,7 @@
     els.askButton.disabled = true;
     let streamed = "";
     try {
-      const response = await fetch("/v1/query", {
+      const response = await api("/v1/query", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
         body: JSON.stringify({ question, stream: true }),
@@ -528,6 +592,7 @@
       bubble.verdict.dataset.tone = "error";
       bubble.verdict.textContent = `Error: ${err.message}`;
       bubble.verdict.hidden = false;
+      els.announcer.textContent = `Error: ${err.message}`;
     } finally {
       bubble.row.classList.remove("streaming");
       bubble.row.removeAttribute("aria-busy");

@@ -1,0 +1,202 @@
+"""Query latency over HTTP (retrieval only): p50/p95/p99 and req/s with 1, 8 and 32 concurrent
+clients, at one or more collection sizes, with the retrieval overhead (latency minus the query
+encoder's forward time, which the server reports as ``timings.embed_ms``).
+
+    .venv/bin/python -m bench.query_latency --sizes 10000 50000 --seconds 20
+
+The collection holds the CISI chunks embedded once with the real embedder (dense + BM25
+sparse), then replicated with small Gaussian noise on the dense vector up to each size: local
+mode searches by brute force, so its cost depends on the number of points, not on their text.
+Prints one JSON line; ``--plot docs/benchmarks-query-latency.png`` draws p50/p95 against size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench.common import ServedStack, cisi_queries, cisi_records, git_rev, machine, summary
+
+
+def base_records(settings: Any) -> tuple[list[str], np.ndarray, list[Any]]:
+    from perimeter.backends.bm25_sparse import Bm25SparseEncoder
+    from perimeter.backends.sentence_transformer_embedder import SentenceTransformerEmbedder
+    from perimeter.ingest.chunking import chunk_elements
+    from perimeter.domain import ParsedElement  # noqa: F401  (documented shape)
+
+    embedder = SentenceTransformerEmbedder(settings.embedding.model)
+    texts: list[str] = []
+    for _doc_id, text in cisi_records():
+        from perimeter.domain import ParsedElement as PE
+
+        elements = [PE(text=t, kind="NarrativeText") for t in text.split("\n\n") if t.strip()]
+        chunks = chunk_elements(elements, embedder.count_tokens, 200, 40)
+        texts.extend(c.text for c in chunks)
+    dense = np.asarray(
+        embedder.model.encode(texts, batch_size=32, normalize_embeddings=True), dtype=np.float32
+    )
+    sparse = Bm25SparseEncoder().encode_documents(texts)
+    return texts, dense, sparse
+
+
+def populate(settings: Any, target: int, have: int, base: tuple[list[str], np.ndarray, list[Any]]):
+    from perimeter.composition import build_services
+    from perimeter.domain import ChunkRecord, point_id_for
+
+    texts, dense, sparse = base
+    services = build_services(settings)
+    services.ensure_ready()
+    rng = np.random.default_rng(have)
+    batch: list[ChunkRecord] = []
+    for i in range(have, target):
+        j = i % len(texts)
+        vec = dense[j] if i < len(texts) else dense[j] + rng.normal(0, 0.02, dense.shape[1])
+        vec = vec / np.linalg.norm(vec)
+        doc_id = f"bench-{i // 4}"
+        batch.append(
+            ChunkRecord(
+                point_id=point_id_for(doc_id, i % 4),
+                tenant_id="default",
+                document_id=doc_id,
+                chunk_index=i % 4,
+                text=texts[j],
+                filename=f"{doc_id}.txt",
+                page=None,
+                section=None,
+                dense=vec.astype(np.float32).tolist(),
+                sparse=sparse[j],
+            )
+        )
+        if len(batch) == 1024:
+            services.store.upsert(batch)
+            batch = []
+    if batch:
+        services.store.upsert(batch)
+    count = services.store.count_all()
+    services.close()
+    return count
+
+
+def load(url: str, questions: list[str], clients: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    embed_ms: list[float] = []
+    search_ms: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def run(k: int) -> None:
+        nonlocal errors
+        with httpx.Client(base_url=url, timeout=120) as client:
+            n = k
+            while time.monotonic() < stop_at:
+                q = questions[n % len(questions)]
+                n += clients
+                t0 = time.perf_counter()
+                r = client.post("/v1/query", json={"question": q, "retrieval_only": True})
+                dt = (time.perf_counter() - t0) * 1000
+                with lock:
+                    if r.status_code != 200:
+                        errors += 1
+                        continue
+                    latencies.append(dt)
+                    timings = r.json()["timings"]
+                    embed_ms.append(timings["embed_ms"])
+                    search_ms.append(timings["search_ms"])
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - started
+    overhead = [lat - e for lat, e in zip(latencies, embed_ms)]
+    r2 = lambda d: {k: round(v, 1) for k, v in d.items()}  # noqa: E731
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "req_per_s": round(len(latencies) / wall, 2),
+        "latency_ms": r2(summary(latencies)),
+        "encoder_forward_ms": r2(summary(embed_ms)),
+        "search_ms": r2(summary(search_ms)),
+        "overhead_ms": r2(summary(overhead)),
+    }
+
+
+def plot(results: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for clients in sorted({lv["clients"] for r in results for lv in r["levels"]}):
+        sizes, p50, p95 = [], [], []
+        for r in results:
+            for lv in r["levels"]:
+                if lv["clients"] == clients:
+                    sizes.append(r["points"])
+                    p50.append(lv["latency_ms"]["p50"])
+                    p95.append(lv["latency_ms"]["p95"])
+        ax.plot(sizes, p50, marker="o", label=f"p50, {clients} clients")
+        ax.plot(sizes, p95, marker="x", linestyle="--", label=f"p95, {clients} clients")
+    ax.set_xlabel("points in the collection (Qdrant local mode, brute force)")
+    ax.set_ylabel("latency (ms), retrieval only, over HTTP")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000])
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--plot", type=Path, default=None)
+    args = ap.parse_args()
+
+    from perimeter.settings import Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="perimeter-bench-query-"))
+    settings = Settings(
+        storage={"data_dir": tmp / "data"},
+        broker={"url": "redis://127.0.0.1:6379/14", "queue": f"bench.{uuid.uuid4().hex[:8]}"},
+        llm={"base_url": "http://127.0.0.1:9/v1"},
+    )
+    questions = cisi_queries()
+    base = base_records(settings)
+    out: dict[str, Any] = {"machine": machine(), "git": git_rev(), "base_chunks": len(base[0])}
+    results = []
+    have = 0
+    for size in sorted(args.sizes):
+        have = populate(settings, size, have, base)
+        with ServedStack(settings, worker_concurrency=0) as stack:
+            # Warm: the first queries load code paths and caches.
+            load(stack.url, questions, 1, 2)
+            levels = [load(stack.url, questions, c, args.seconds) for c in args.clients]
+            rss = stack.rss_mib()
+        results.append({"points": have, "server_peak_rss_mib": round(rss, 1), "levels": levels})
+        print(json.dumps(results[-1]), flush=True)
+    out["results"] = results
+    print(json.dumps(out))
+    if args.plot is not None and len(results) >= 2:
+        plot(results, args.plot)
+
+
+if __name__ == "__main__":
+    main()

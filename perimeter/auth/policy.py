@@ -1,0 +1,28 @@
+"""Which scope each endpoint needs: one table, so a reviewer reads the whole policy in one place.
+
+A route that asks for the caller's identity but has no entry here is refused (403) whenever
+authentication is on: a new endpoint is closed until someone decides who may call it.
+"""
+
+from __future__ import annotations
+
+# (method, route template) -> scopes of which the caller needs at least one.
+ROUTE_SCOPES: dict[tuple[str, str], frozenset[str]] = {
+    ("POST", "/v1/documents"): frozenset({"ingest"}),
+    ("GET", "/v1/documents"): frozenset({"ingest", "query"}),
+    ("GET", "/v1/documents/{document_id}"): frozenset({"ingest", "query"}),
+    ("DELETE", "/v1/documents/{document_id}"): frozenset({"ingest"}),
+    ("POST", "/v1/documents/{document_id}/reindex"): frozenset({"ingest"}),
+    ("GET", "/v1/jobs/{job_id}"): frozenset({"ingest", "query"}),
+    ("POST", "/v1/query"): frozenset({"query"}),
+    ("POST", "/v1/chat/completions"): frozenset({"query"}),
+    ("GET", "/v1/admin/audit"): frozenset({"admin"}),
+}
+
+
+def required_scopes(method: str, route_path: str | None) -> frozenset[str] | None:
+    """The scopes an endpoint needs; None when the endpoint is not in the policy."""
+    if route_path is None:
+        return None
+    method = "GET" if method.upper() == "HEAD" else method.upper()
+    return ROUTE_SCOPES.get((method, route_path))
