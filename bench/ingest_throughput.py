@@ -27,7 +27,8 @@ def upload_all(url: str, paths: list[Path], per_request: int) -> list[str]:
             group = paths[i : i + per_request]
             handles = [p.open("rb") for p in group]
             try:
-                files = [("files", (p.name, h, "text/plain")) for p, h in zip(group, handles)]
+                pairs = zip(group, handles, strict=True)
+                files = [("files", (p.name, h, "text/plain")) for p, h in pairs]
                 r = client.post("/v1/documents", files=files)
                 r.raise_for_status()
                 ids.extend(d["document_id"] for d in r.json()["documents"])

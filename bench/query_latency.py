@@ -30,15 +30,14 @@ from bench.common import ServedStack, cisi_queries, cisi_records, git_rev, machi
 def base_records(settings: Any) -> tuple[list[str], np.ndarray, list[Any]]:
     from perimeter.backends.bm25_sparse import Bm25SparseEncoder
     from perimeter.backends.sentence_transformer_embedder import SentenceTransformerEmbedder
+    from perimeter.domain import ParsedElement
     from perimeter.ingest.chunking import chunk_elements
-    from perimeter.domain import ParsedElement  # noqa: F401  (documented shape)
 
     embedder = SentenceTransformerEmbedder(settings.embedding.model)
     texts: list[str] = []
     for _doc_id, text in cisi_records():
-        from perimeter.domain import ParsedElement as PE
-
-        elements = [PE(text=t, kind="NarrativeText") for t in text.split("\n\n") if t.strip()]
+        paragraphs = [t for t in text.split("\n\n") if t.strip()]
+        elements = [ParsedElement(text=t, category="NarrativeText") for t in paragraphs]
         chunks = chunk_elements(elements, embedder.count_tokens, 200, 40)
         texts.extend(c.text for c in chunks)
     dense = np.asarray(
@@ -48,7 +47,9 @@ def base_records(settings: Any) -> tuple[list[str], np.ndarray, list[Any]]:
     return texts, dense, sparse
 
 
-def populate(settings: Any, target: int, have: int, base: tuple[list[str], np.ndarray, list[Any]]):
+def populate(
+    settings: Any, target: int, have: int, base: tuple[list[str], np.ndarray, list[Any]]
+) -> int:
     from perimeter.composition import build_services
     from perimeter.domain import ChunkRecord, point_id_for
 
@@ -120,8 +121,11 @@ def load(url: str, questions: list[str], clients: int, seconds: float) -> dict[s
     for t in threads:
         t.join()
     wall = time.monotonic() - started
-    overhead = [lat - e for lat, e in zip(latencies, embed_ms)]
-    r2 = lambda d: {k: round(v, 1) for k, v in d.items()}  # noqa: E731
+    overhead = [lat - e for lat, e in zip(latencies, embed_ms, strict=True)]
+
+    def r2(d: dict[str, float]) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in d.items()}
+
     return {
         "clients": clients,
         "requests": len(latencies),
