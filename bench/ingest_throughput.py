@@ -44,8 +44,14 @@ def wait_all(url: str, n: int, timeout_s: float) -> list[dict]:
         while time.monotonic() < deadline:
             done = []
             for status in ("indexed", "failed"):
-                r = client.get("/v1/documents", params={"status": status, "limit": 10000})
-                done.extend(r.json()["documents"])
+                offset = 0
+                while True:
+                    params = {"status": status, "limit": 1000, "offset": offset}
+                    page = client.get("/v1/documents", params=params).json()["documents"]
+                    done.extend(page)
+                    if len(page) < 1000:
+                        break
+                    offset += 1000
             if len(done) >= n:
                 return done
             time.sleep(0.5)

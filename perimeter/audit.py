@@ -203,3 +203,21 @@ def _entry(row: Any) -> AuditEntry:
         point_ids=list(row["point_ids"] or []),
         details=dict(row["details"] or {}),
     )
+
+
+def record_query(
+    audit: AuditLog,
+    principal: Principal,
+    question: str,
+    served: Sequence[Any],
+    details: dict[str, Any] | None = None,
+) -> None:
+    """One ``query`` entry: the question and exactly the chunks served (shown as sources and
+    given to the LLM). ``served`` holds ScoredChunk-like objects (point_id, document_id)."""
+    audit.record_for(
+        principal,
+        "query",
+        document_ids=[c.document_id for c in served],
+        point_ids=[c.point_id for c in served],
+        details={"question": question, **(details or {})},
+    )

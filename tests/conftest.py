@@ -153,3 +153,81 @@ def _purge_queue(settings: Any) -> None:
         r.close()
     except Exception:
         pass
+
+
+# -- auth: a stack with authentication on, plus helpers to mint tenants and keys ---------------
+@dataclass
+class SecureStack(Stack):
+    """A Stack whose API requires credentials (settings.auth.mode != "disabled")."""
+
+    def tenant(self, tenant_id: str) -> str:
+        self.services.keys.create_tenant(tenant_id)
+        return tenant_id
+
+    def key(
+        self,
+        tenant_id: str,
+        scopes: tuple[str, ...] = ("ingest", "query"),
+        groups: list[str] | None = None,
+    ) -> dict[str, str]:
+        """Headers carrying a new API key. groups=None: the key reads every document."""
+        self.tenant(tenant_id)
+        _record, plain = self.services.keys.create_key(tenant_id, list(scopes), groups)
+        return {"Authorization": f"Bearer {plain}"}
+
+    def wait_indexed(self, document_ids: list[str], timeout_s: float = 120.0) -> dict[str, Any]:
+        # Reads the rows directly: the unauthenticated GET of Stack.wait_indexed would be a 401.
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        final: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            for doc_id in document_ids:
+                doc = self.services.metadata.get_document_any_tenant(doc_id)
+                if doc is not None and doc.status.value in ("indexed", "failed"):
+                    final[doc_id] = doc
+            if len(final) == len(document_ids):
+                return final
+            time.sleep(0.2)
+        raise TimeoutError(f"not indexed in {timeout_s}s: {set(document_ids) - set(final)}")
+
+
+@pytest.fixture
+def secure_stack(
+    tmp_path: Path, shared_embedder: Any, request: pytest.FixtureRequest
+) -> Iterator[SecureStack]:
+    """Like ``stack`` with auth.mode=api_key. Parametrize indirectly with a dict of settings
+    overrides (e.g. {"auth": {"mode": "oidc", ...}, "database": {"url": ...}}) to change it."""
+    if not redis_available():
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (start it: see README, Tests)")
+    from fastapi.testclient import TestClient
+
+    from perimeter.api.app import create_app
+    from perimeter.composition import build_services
+    from perimeter.workers.embedded import EmbeddedWorker
+    from perimeter.workers.tasks import create_worker_app
+
+    overrides: dict[str, Any] = {"auth": {"mode": "api_key"}}
+    for key, value in (getattr(request, "param", None) or {}).items():
+        overrides.setdefault(key, {}).update(value)
+    llm_marker = request.node.get_closest_marker("llm")
+    if llm_marker is not None:
+        server = request.getfixturevalue("llm_server")
+        overrides["llm"] = {"base_url": server.base_url, "model": "smollm2-135m-instruct"}
+    settings = make_settings(tmp_path, **overrides)
+    if llm_marker is None:
+        settings.llm.base_url = f"http://127.0.0.1:{free_port()}/v1"
+        settings.llm.max_retries = 0
+        settings.llm.timeout_s = 2
+    services = build_services(settings, embedder=shared_embedder)
+    services.ensure_ready()
+    celery_app, _ = create_worker_app(settings, services)
+    worker = EmbeddedWorker(celery_app, settings.broker.queue, concurrency=2)
+    worker.start()
+    try:
+        with TestClient(create_app(services=services)) as client:
+            yield SecureStack(settings, services, client, worker)
+    finally:
+        worker.stop()
+        services.close()
+        _purge_queue(settings)

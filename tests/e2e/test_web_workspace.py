@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests import docfactory as df
-from tests.conftest import Stack
+from tests.conftest import SecureStack, Stack
 from tests.integration.test_openai_compat import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -181,39 +181,23 @@ def test_upload_ask_and_open_a_citation_in_the_browser(
     assert errors == [], f"browser errors: {errors}"
 
 
-def test_workspace_asks_for_an_api_key_when_the_server_answers_401(
-    stack: Stack, browser: Any, tmp_path: Path
+def test_workspace_asks_for_an_api_key_when_authentication_is_on(
+    secure_stack: SecureStack, browser: Any, tmp_path: Path
 ) -> None:
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
     from playwright.sync_api import expect
 
-    from perimeter.api.app import create_app
-
-    key = "pk-e2e-0123456789"
-    app = create_app(services=stack.services)
-
-    @app.middleware("http")
-    async def require_key(request: Request, call_next: Any) -> Any:
-        # Stands in for API-key authentication: a 401 in the API's error shape without the key.
-        if request.url.path.startswith("/v1/") and (
-            request.headers.get("authorization") != f"Bearer {key}"
-        ):
-            body = {"error": {"code": "unauthorized", "message": "missing or invalid API key"}}
-            return JSONResponse(body, status_code=401)
-        return await call_next(request)
-
+    key = secure_stack.key("acme")["Authorization"].removeprefix("Bearer ")
     notes = df.make_md(
         tmp_path / "keyed.md", "Keyed", [("Only", ["Lanterns are stored in hangar nine."])]
     )
-    with live_server(stack.services, app) as base_url:
+    with live_server(secure_stack.services) as base_url:
         page = browser.new_page()
-        page.goto(base_url)
+        page.goto(base_url)  # the page itself is public: it must load to ask for the key
         dialog = page.locator("#key-dialog")
         expect(dialog).to_be_visible()
         expect(page.locator("#key-reason")).to_have_text("This server asks for an API key.")
 
-        page.fill("#key-input", "wrong")
+        page.fill("#key-input", "pmk_wrong")
         page.press("#key-input", "Enter")
         expect(page.locator("#key-reason")).to_have_text("The server refused this API key.")
         expect(dialog).to_be_visible()
@@ -224,8 +208,12 @@ def test_workspace_asks_for_an_api_key_when_the_server_answers_401(
         expect(page.locator("#doc-empty")).to_be_visible()
         expect(page.locator("#key-button")).to_be_visible()
 
-        # The upload (XMLHttpRequest) carries the key too.
+        # The upload (XMLHttpRequest) carries the key too, and lands in the key's tenant.
         page.set_input_files("#file-input", [str(notes)])
         row = page.locator("#doc-list .doc", has_text="keyed.md")
         expect(row.locator(".badge")).to_have_text("indexed", timeout=120_000)
+        doc_id = row.get_attribute("data-id")
+        assert doc_id is not None
+        record = secure_stack.services.metadata.get_document_any_tenant(doc_id)
+        assert record is not None and record.tenant_id == "acme"
         page.close()

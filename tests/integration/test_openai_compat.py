@@ -16,8 +16,9 @@ import openai
 import pytest
 
 from perimeter.client import PerimeterClient
+from perimeter.retrieval.prompt import NOT_FOUND
 from tests import docfactory as df
-from tests.conftest import Stack, free_port
+from tests.conftest import SecureStack, Stack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -61,9 +62,9 @@ def base_url(stack: Stack) -> Iterator[str]:
         yield url
 
 
-def sdk(base_url: str) -> openai.OpenAI:
+def sdk(base_url: str, api_key: str = "unused") -> openai.OpenAI:
     # max_retries=0: a failure must show up as itself, not as three slow attempts.
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=240)
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0, timeout=240)
 
 
 def upload_fact(base_url: str, tmp_path: Path) -> str:
@@ -128,6 +129,29 @@ def test_llm_down_is_a_503_in_openai_shape(stack: Stack, base_url: str, tmp_path
     assert caught.value.status_code == 503
     assert caught.value.response.json()["error"]["code"] == "llm_unavailable"
     assert caught.value.response.headers["retry-after"] == "10"
+
+
+def test_sdk_api_key_authenticates_and_scopes_apply(secure_stack: SecureStack) -> None:
+    query_key = secure_stack.key("acme", ("query",))["Authorization"].removeprefix("Bearer ")
+    ingest_key = secure_stack.key("acme", ("ingest",))["Authorization"].removeprefix("Bearer ")
+    ask = [{"role": "user", "content": QUESTION}]
+    with live_server(secure_stack.services) as url:
+        for bad in ("unused", "pmk_not_a_real_key"):
+            with pytest.raises(openai.AuthenticationError) as caught:
+                sdk(url, bad).chat.completions.create(model="perimeter", messages=ask)
+            error = caught.value.response.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"}
+            assert error["code"] == "unauthenticated"
+
+        with pytest.raises(openai.PermissionDeniedError):
+            sdk(url, ingest_key).chat.completions.create(model="perimeter", messages=ask)
+
+        # With the query scope it is answered: the tenant has no documents, so "not found",
+        # decided without the LLM.
+        completion = sdk(url, query_key).chat.completions.create(model="perimeter", messages=ask)
+        assert completion.choices[0].message.content == NOT_FOUND
+        extra = completion.model_extra or {}
+        assert extra["citations"] == [] and extra["perimeter"]["abstained"] is True
 
 
 @pytest.mark.llm

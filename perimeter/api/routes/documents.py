@@ -17,6 +17,8 @@ from perimeter.api.schemas import (
     UploadedOut,
     UploadResponse,
 )
+from perimeter.auth import guards
+from perimeter.auth.acl import list_visible_documents
 from perimeter.backends.blob_store import FileTooLarge
 from perimeter.domain import DocumentStatus
 from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
@@ -62,6 +64,13 @@ def upload_documents(
     principal: PrincipalDep,
     files: Annotated[list[UploadFile], File(description="One or many files.")],
     metadata: Annotated[str | None, Form(description="JSON object applied to every file.")] = None,
+    groups: Annotated[
+        str | None,
+        Form(
+            description='JSON list of groups that may read these files, e.g. ["hr"]; absent or '
+            "[]: every member of the tenant."
+        ),
+    ] = None,
 ) -> UploadResponse:
     limits = services.settings.api
     if not files:
@@ -71,6 +80,7 @@ def upload_documents(
             413, "too_many_files", f"at most {limits.max_files_per_request} files per request"
         )
     meta = _parse_metadata(metadata)
+    acl = guards.upload_groups(groups, principal)
 
     # Stage and validate every file first: a request with one bad file stores nothing.
     staged: list[StagedUpload] = []
@@ -97,13 +107,15 @@ def upload_documents(
                     "request_too_large",
                     f"files exceed {limits.max_request_bytes // (1024 * 1024)} MiB per request",
                 )
+        for item in staged:
+            guards.check_not_hidden_duplicate(services, principal, item.content_hash, item.filename)
     except BaseException:
         services.ingestion.discard(staged)
         raise
 
     out: list[UploadedOut] = []
     for item in staged:
-        submitted = services.ingestion.submit(item, principal.tenant_id, meta)
+        submitted = services.ingestion.submit(item, principal.tenant_id, meta, acl)
         if submitted.created:
             try:
                 services.queue.enqueue_ingest(submitted.document.id)
@@ -119,6 +131,15 @@ def upload_documents(
                 duplicate=not submitted.created,
             )
         )
+    services.audit.record_for(
+        principal,
+        "upload",
+        document_ids=[u.document_id for u in out],
+        details={
+            "files": [{"filename": u.filename, "duplicate": u.duplicate} for u in out],
+            "groups": acl,
+        },
+    )
     return UploadResponse(documents=out)
 
 
@@ -130,7 +151,9 @@ def list_documents(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DocumentList:
-    docs = services.metadata.list_documents(principal.tenant_id, status_filter, limit, offset)
+    docs = list_visible_documents(
+        services.metadata, principal.tenant_id, principal.groups, status_filter, limit, offset
+    )
     return DocumentList(documents=[DocumentOut.of(d) for d in docs], limit=limit, offset=offset)
 
 
@@ -140,7 +163,7 @@ def _not_found(kind: str, ident: str) -> APIError:
 
 @router.get("/documents/{document_id}", response_model=DocumentOut, summary="Get a document")
 def get_document(document_id: str, services: ServicesDep, principal: PrincipalDep) -> DocumentOut:
-    doc = services.metadata.get_document(principal.tenant_id, document_id)
+    doc = guards.readable_document(services, principal, document_id)
     if doc is None:
         raise _not_found("document", document_id)
     return DocumentOut.of(doc)
@@ -152,8 +175,11 @@ def get_document(document_id: str, services: ServicesDep, principal: PrincipalDe
     summary="Delete a document, its chunks and its file",
 )
 def delete_document(document_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
-    if not services.ingestion.delete(principal.tenant_id, document_id):
+    if guards.readable_document(services, principal, document_id) is None or not (
+        services.ingestion.delete(principal.tenant_id, document_id)
+    ):
         raise _not_found("document", document_id)
+    services.audit.record_for(principal, "delete", document_ids=[document_id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -164,9 +190,10 @@ def delete_document(document_id: str, services: ServicesDep, principal: Principa
     summary="Ingest a document again (after a failure or a model change)",
 )
 def reindex_document(document_id: str, services: ServicesDep, principal: PrincipalDep) -> JobOut:
-    doc = services.metadata.get_document(principal.tenant_id, document_id)
+    doc = guards.readable_document(services, principal, document_id)
     if doc is None:
         raise _not_found("document", document_id)
+    services.audit.record_for(principal, "reindex", document_ids=[document_id])
     job = services.metadata.new_job(principal.tenant_id, document_id)
     services.queue.enqueue_ingest(document_id)
     return JobOut.of(job)
@@ -174,7 +201,7 @@ def reindex_document(document_id: str, services: ServicesDep, principal: Princip
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="Get an ingestion job")
 def get_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> JobOut:
-    job = services.metadata.get_job(principal.tenant_id, job_id)
+    job = guards.readable_job(services, principal, job_id)
     if job is None:
         raise _not_found("job", job_id)
     return JobOut.of(job)

@@ -314,12 +314,13 @@ def _data(payload: Any) -> str:
 
 # -- routes ---------------------------------------------------------------------------------
 @router.get("/models", response_model=ModelList, summary="Knowledge bases, as OpenAI models")
-def list_models() -> ModelList:
+def list_models(_principal: PrincipalDep) -> ModelList:
+    # The principal dependency: model names are knowledge bases, listed to callers only.
     return ModelList(data=[_model(DEFAULT_MODEL)])
 
 
 @router.get("/models/{model}", response_model=ModelOut, summary="One knowledge base")
-def get_model(model: str) -> ModelOut:
+def get_model(model: str, _principal: PrincipalDep) -> ModelOut:
     return _model(_resolve_model(model))
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
 from perimeter.api.errors import APIError
 from perimeter.api.schemas import CitationOut, QueryRequest, QueryResponse, UsageOut
+from perimeter.audit import record_query
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.domain import SearchFilter
@@ -108,6 +109,14 @@ def _observe_llm(request: Request, a: Answer) -> None:
         metrics.observe_llm(a.timings, a.usage.completion_tokens)
 
 
+def _audit(services: Any, principal: Principal, body: QueryRequest, served: list[Any]) -> None:
+    # Before anything is returned or sent to the LLM: what was served is on record.
+    details = {"mode": body.mode, "top_k": body.top_k, "stream": body.stream}
+    if body.filters is not None:
+        details["filters"] = body.filters.model_dump(mode="json", exclude_none=True)
+    record_query(services.audit, principal, body.question, served, details)
+
+
 def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -129,6 +138,7 @@ def query(
         with _store_errors():
             result = answers.retrieve(body.question, flt, top_k, body.mode)
         relevant = answers.relevant(result, body.min_score)
+        _audit(services, principal, body, relevant)
         return _sources_only(
             [_cit(citation_of(i, c)) for i, c in enumerate(relevant, 1)],
             result_timings(result),
@@ -140,6 +150,7 @@ def query(
             _result, events = answers.stream_answer(
                 body.question, flt, top_k, body.min_score, body.mode
             )
+        _audit(services, principal, body, answers.relevant(_result, body.min_score))
 
         def stream() -> Iterator[str]:
             try:
@@ -169,6 +180,7 @@ def query(
 
     with _store_errors():
         result = answers.retrieve(body.question, flt, top_k, body.mode)
+    _audit(services, principal, body, answers.relevant(result, body.min_score))
     try:
         answer = answers.answer_from(body.question, result, body.min_score)
         _observe_llm(request, answer)
