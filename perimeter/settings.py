@@ -327,6 +327,13 @@ class AuthSettings(BaseModel):
     )
 
 
+class LogSettings(BaseModel):
+    level: str = "INFO"
+    format: Literal["text", "json"] = Field(
+        default="text", description="'json': one JSON object per line, with request ids."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PERIMETER_", env_nested_delimiter="__", extra="ignore"
@@ -342,6 +349,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     api: APISettings = APISettings()
+    log: LogSettings = LogSettings()
     auth: AuthSettings = AuthSettings()
     allowed_networks: list[str] = Field(
         default_factory=list,

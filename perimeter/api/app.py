@@ -16,6 +16,7 @@ from perimeter.api.routes import documents, health, metrics, openai_compat, quer
 from perimeter.auth import routes as admin_routes
 from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.composition import Services, build_services
+from perimeter.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 from perimeter.observability import Metrics
 from perimeter.settings import Settings, get_settings
 
@@ -71,6 +72,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             latency.labels(request.method, template, str(status)).observe(
                 time.perf_counter() - started
             )
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
+        # Every log line and error body of this request carries the id, and the response
+        # echoes it for the caller's bug report.
+        rid = new_request_id(request.headers.get(REQUEST_ID_HEADER))
+        token = request_id_var.set(rid)
+        try:
+            response: Response = await call_next(request)
+        finally:
+            request_id_var.reset(token)
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from perimeter.backends.blob_store import FileTooLarge
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
+from perimeter.logs import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        request_id = uuid.uuid4().hex[:12]
+        request_id = request_id_var.get() or uuid.uuid4().hex[:12]
         log.exception("unhandled error (request %s)", request_id, exc_info=exc)
         return error_response(
             500, "internal_error", f"internal error; the server log has request id {request_id}"

@@ -16,6 +16,7 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from perimeter.composition import Services, build_services
+from perimeter.logs import request_id_var
 from perimeter.queueing import INGEST_TASK, create_celery_app
 from perimeter.settings import Settings
 
@@ -60,6 +61,8 @@ class IngestDocumentTask(Task):  # type: ignore[misc]
         self._soft_limit_s = settings.broker.task_soft_time_limit_s
 
     def run(self, document_id: str) -> dict[str, Any]:
+        # Log lines of this task carry its task id, as API lines carry their request id.
+        request_id_var.set(self.request.id)
         services = self.holder.get()
         try:
             outcome = services.ingestion.process(document_id)

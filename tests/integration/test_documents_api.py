@@ -206,3 +206,10 @@ def test_file_that_parses_to_nothing_ends_failed_with_reason(stack: Stack, tmp_p
     assert stack.services.store.count_document("default", doc["document_id"]) == 0
     job = stack.client.get(f"/v1/jobs/{doc['job_id']}").json()
     assert job["status"] == "failed" and job["error"] == final["error"]
+
+
+def test_responses_carry_a_request_id(stack: Stack) -> None:
+    mine = stack.client.get("/v1/documents/nope", headers={"X-Request-ID": "trace-7"})
+    assert mine.headers["x-request-id"] == "trace-7"
+    fresh = stack.client.get("/healthz")
+    assert len(fresh.headers["x-request-id"]) == 16
