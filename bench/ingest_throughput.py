@@ -99,16 +99,18 @@ def main() -> None:
         embedding={"batch_size": args.batch_size},
         llm={"base_url": "http://127.0.0.1:9/v1"},
     )
-    result: dict = {"machine": machine(), "git": git_rev(), "documents": len(paths)}
+    result: dict = {"machine": machine(), "git": git_rev(), "files": len(paths)}
     with ServedStack(settings, args.worker_concurrency) as stack:
         started = time.perf_counter()
         ids = upload_all(stack.url, paths, args.per_request)
         uploaded_s = time.perf_counter() - started
-        docs = wait_all(stack.url, len(ids), args.timeout_s)
+        # Identical files are one document (content-addressed ids): wait for the distinct ones.
+        docs = wait_all(stack.url, len(set(ids)), args.timeout_s)
         e2e_s = time.perf_counter() - started
         result["server_peak_rss_mib"] = round(stack.rss_mib(), 1)
     chunks = sum(d["chunk_count"] for d in docs if d["status"] == "indexed")
     result.update(
+        documents=len(docs),
         failed=sum(d["status"] == "failed" for d in docs),
         chunks=chunks,
         upload_s=round(uploaded_s, 2),

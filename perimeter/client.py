@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +29,9 @@ class PerimeterClient:
         timeout_s: float = 120.0,
         api_key: str | None = None,
     ) -> None:
+        # Auth on (PERIMETER_AUTH__MODE=api_key): the key comes from the caller or the
+        # environment, so the CLI works unchanged once an operator hands out keys.
+        api_key = api_key or os.environ.get("PERIMETER_API_KEY") or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers)
         self.base_url = base_url

@@ -47,7 +47,7 @@ def is_local_host(host: Any) -> bool:
         # getaddrinfo(None, port) is the wildcard/loopback lookup used to bind, not a peer.
         return True
     if isinstance(host, bytes):
-        host = host.decode("idna", errors="replace")
+        host = host.decode("ascii", errors="replace")
     if not isinstance(host, str):
         return False
     name = host.strip("[]").split("%", 1)[0].lower().rstrip(".")
@@ -110,7 +110,7 @@ class EgressGuard:
             return self
         guard = self
         sock_cls = socket.socket
-        originals = {
+        originals: dict[str, Any] = {
             "connect": sock_cls.connect,
             "connect_ex": sock_cls.connect_ex,
             "sendto": sock_cls.sendto,
@@ -137,7 +137,8 @@ class EgressGuard:
             host_port = _address_host_port(address)
             if host_port is not None and not guard._allow(host_port[0]):
                 raise guard._refuse("create_connection", host_port[0], host_port[1])
-            return originals["create_connection"](address, *args, **kwargs)  # type: ignore[no-any-return]
+            conn: socket.socket = originals["create_connection"](address, *args, **kwargs)
+            return conn
 
         def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
             if not guard._allow(host):
@@ -157,9 +158,9 @@ class EgressGuard:
                 raise socket.gaierror(socket.EAI_NONAME, str(err))
             return originals["gethostbyname_ex"](host)
 
-        sock_cls.connect = connect  # type: ignore[method-assign]
-        sock_cls.connect_ex = connect_ex  # type: ignore[method-assign]
-        sock_cls.sendto = sendto  # type: ignore[assignment]
+        sock_cls.connect = connect  # type: ignore[method-assign, assignment]
+        sock_cls.connect_ex = connect_ex  # type: ignore[method-assign, assignment]
+        sock_cls.sendto = sendto  # type: ignore[method-assign, assignment]
         socket.create_connection = create_connection  # type: ignore[assignment]
         socket.getaddrinfo = getaddrinfo
         socket.gethostbyname = gethostbyname

@@ -207,13 +207,22 @@ class RetrievalSettings(BaseModel):
         "distribution-based score fusion.",
     )
     rrf_k: int | None = Field(
-        default=None,
+        default=20,
+        ge=1,
         description="RRF rank constant in Qdrant's formula, score = sum of "
         "1 / (rank / weight + k - 1) over the prefetches (rank from 1): k=61 is the literature's "
-        "k=60. None: Qdrant's default (2).",
+        "k=60; None: Qdrant's default (2), which lets one list's top hit outvote everything. "
+        "Tuned on CISI (BENCHMARKS.md).",
     )
-    dense_weight: float = Field(default=1.0, ge=0.0, description="RRF weight of the dense list.")
-    sparse_weight: float = Field(default=1.0, ge=0.0, description="RRF weight of the sparse list.")
+    dense_weight: float = Field(
+        default=1.0, ge=0.0, description="RRF weight of the dense list (rrf fusion only)."
+    )
+    sparse_weight: float = Field(
+        default=1.5,
+        ge=0.0,
+        description="RRF weight of the sparse (lexical) list (rrf fusion only); tuned on CISI "
+        "(BENCHMARKS.md).",
+    )
     min_dense_score: float = Field(
         default=0.2,
         description="Below this cosine similarity between question and best chunk, the service "
@@ -237,12 +246,14 @@ class RetrievalSettings(BaseModel):
         description="BM25 term-frequency saturation of the lexical sparse encoder.",
     )
     bm25_b: float = Field(
-        default=0.75,
-        description="BM25 length normalisation of the lexical sparse encoder.",
+        default=0.9,
+        description="BM25 length normalisation of the lexical sparse encoder (tuned on CISI, "
+        "BENCHMARKS.md).",
     )
     bm25_avg_len: float = Field(
-        default=120.0,
-        description="Average chunk length in terms assumed by BM25 length normalisation.",
+        default=100.0,
+        description="Average chunk length in terms assumed by BM25 length normalisation (a full "
+        "200-token chunk of English prose holds about 90-100 terms after stop words).",
     )
 
 
@@ -328,7 +339,7 @@ class AuthSettings(BaseModel):
 
 
 class LogSettings(BaseModel):
-    level: str = "INFO"
+    level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
     format: Literal["text", "json"] = Field(
         default="text", description="'json': one JSON object per line, with request ids."
     )
@@ -354,7 +365,7 @@ class Settings(BaseSettings):
     allowed_networks: list[str] = Field(
         default_factory=list,
         description="CIDRs besides loopback and private ranges that configured endpoints may "
-        "live in (`perimeter doctor` fails on any endpoint outside), e.g. [\"100.64.0.0/10\"].",
+        'live in (`perimeter doctor` fails on any endpoint outside), e.g. ["100.64.0.0/10"].',
     )
 
     @property

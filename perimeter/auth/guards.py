@@ -8,7 +8,9 @@ A document the caller may not read is reported exactly like a document that does
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from perimeter.api.errors import APIError
 from perimeter.auth.principal import InvalidGroups, Principal, parse_groups
@@ -48,6 +50,8 @@ def upload_groups(raw: str | None, principal: Principal) -> list[str]:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise APIError(400, "malformed_groups", f"groups is not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise APIError(400, "malformed_groups", "groups is nested too deeply") from exc
     if not isinstance(value, list):
         raise APIError(400, "malformed_groups", 'groups must be a JSON list, e.g. ["hr"]')
     try:
@@ -83,3 +87,31 @@ def check_not_hidden_duplicate(
             "restricted to other groups; ask its owner or an administrator",
             {"filename": filename},
         )
+
+
+# Metadata keys become Qdrant payload paths ("metadata.<key>"); dots, brackets, quotes and
+# spaces would be parsed as path syntax (or fail inside the store), so filters take plain keys.
+_FILTER_KEY = re.compile(r"^[\w-]{1,128}$")
+_INT64 = 2**63
+
+
+def check_query_filters(metadata: dict[str, Any] | None, range_keys: Iterable[str] = ()) -> None:
+    """Refuse filter keys and values the vector store cannot match exactly (a 422, where they
+    used to surface as 500s from inside the store). The tenant and group conditions are added
+    by the server beside these, so no filter can widen the search either way."""
+    for key in [*(metadata or {}), *range_keys]:
+        if not _FILTER_KEY.match(key):
+            raise APIError(
+                422,
+                "invalid_filter",
+                f"filter key {key!r}: use letters, digits, '_' or '-' (1-128 characters)",
+            )
+    for key, value in (metadata or {}).items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) or (isinstance(v, int) and not -_INT64 <= v < _INT64):
+                raise APIError(
+                    422,
+                    "invalid_filter",
+                    f"filter {key!r}: exact match takes a string, a 64-bit integer or a boolean",
+                )

@@ -16,6 +16,8 @@ ROUTE_SCOPES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/jobs/{job_id}"): frozenset({"ingest", "query"}),
     ("POST", "/v1/query"): frozenset({"query"}),
     ("POST", "/v1/chat/completions"): frozenset({"query"}),
+    ("GET", "/v1/models"): frozenset({"query"}),
+    ("GET", "/v1/models/{model}"): frozenset({"query"}),
     ("GET", "/v1/admin/audit"): frozenset({"admin"}),
 }
 

@@ -32,18 +32,15 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="Debian's chromium is not installed: apt-get install chromium"
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 QUESTION = "What core temperature does the Zorblax reactor run at?"
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -61,6 +58,27 @@ def screenshot(page: Any, tmp_path: Path, name: str) -> None:
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / name, Path(keep) / name)
+
+
+def test_workspace_is_served_same_origin_only(stack: Stack) -> None:
+    page = stack.client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    html = page.text
+    # No CDN, no external anything (the SVG namespace is a name, never fetched).
+    urls = re.compile(r"https?://[^\s\"')]+")
+    assert urls.findall(html) == []
+    for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+        asset = stack.client.get(f"/static/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert f"/static/{name}" in html
+        assert set(urls.findall(asset.text)) <= {"http://www.w3.org/2000/svg"}
+    for missing in ("/static/index.html.bak", "/static/..%2Fapp.py", "/static/nope.js"):
+        response = stack.client.get(missing)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.llm

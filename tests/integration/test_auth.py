@@ -242,6 +242,14 @@ def test_audit_log_records_who_what_and_served_chunks_without_secrets(
     first = entries[-1]["id"]
     after = s.client.get("/v1/admin/audit", params={"after_id": first}, headers=admin).json()
     assert [e["action"] for e in after["entries"]] == ["query", "delete"]  # oldest first
+    future = s.client.get(
+        "/v1/admin/audit", params={"since": "2999-01-01T00:00:00Z"}, headers=admin
+    ).json()
+    assert future["entries"] == []
+    past = s.client.get(
+        "/v1/admin/audit", params={"until": "2000-01-01T00:00:00+02:00"}, headers=admin
+    ).json()
+    assert past["entries"] == []
     # Another tenant's admin sees none of it.
     assert s.client.get("/v1/admin/audit", headers=other_admin).json()["entries"] == []
 

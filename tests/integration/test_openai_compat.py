@@ -153,9 +153,17 @@ def test_sdk_api_key_authenticates_and_scopes_apply(secure_stack: SecureStack) -
         extra = completion.model_extra or {}
         assert extra["citations"] == [] and extra["perimeter"]["abstained"] is True
 
+    # Audited like POST /v1/query, under the key's tenant and identity.
+    [entry] = secure_stack.services.audit.entries(tenant_id="acme", action="query")
+    assert entry.actor.startswith("key:")
+    assert entry.details["question"] == QUESTION
+    assert entry.details["endpoint"] == "chat.completions"
+
 
 @pytest.mark.llm
-def test_chat_completion_answers_from_the_uploaded_document(base_url: str, tmp_path: Path) -> None:
+def test_chat_completion_answers_from_the_uploaded_document(
+    stack: Stack, base_url: str, tmp_path: Path
+) -> None:
     doc_id = upload_fact(base_url, tmp_path)
     client = sdk(base_url)
 
@@ -186,6 +194,10 @@ def test_chat_completion_answers_from_the_uploaded_document(base_url: str, tmp_p
     assert first["filename"] == "zorblax.md"
     assert "742 kelvin" in first["snippet"]
     # The text carries the answer, then a readable source list for clients that show only text.
+    [entry] = stack.services.audit.entries(action="query")
+    assert entry.details["question"] == QUESTION  # only the last user turn is asked
+    assert doc_id in entry.document_ids and entry.point_ids
+
     answer, _, sources = content.partition("\n\nSources:\n")
     assert answer.strip()
     assert sources.splitlines()[0] == f"[{first['n']}] zorblax.md"

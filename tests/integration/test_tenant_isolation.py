@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +54,21 @@ class Recorder:
         response = self.stack.client.request(method, path, headers=self.headers, **kwargs)
         sent = f"{method} {path} {json.dumps(kwargs, default=str)}"
         self.exchanges.append((sent, f"{response.status_code}\n{response.text}"))
-        assert response.status_code < 500, self.exchanges[-1]
+        # The stacks here have no LLM: a clean 503 llm_unavailable is an answer, not a crash.
+        down = response.status_code == 503 and "llm_unavailable" in response.text
+        assert response.status_code < 500 or down, self.exchanges[-1]
         assert "Traceback" not in response.text
         return response
 
-    def assert_never_saw(self, needles: list[str]) -> None:
-        """No needle in any response, unless the attacker itself sent it in that request (a
-        404 naming the id that was asked for tells nothing new)."""
+    def assert_never_saw(self, needles: list[str], ids: Sequence[str] = ()) -> None:
+        """No needle in any response. ``ids`` may appear only where the attacker sent them in
+        that very request (a 404 naming the id that was asked for tells nothing new)."""
         leaks = [
             (needle, sent[:120], body[:300])
-            for needle in needles
+            for needle in [*needles, *ids]
             for sent, body in self.exchanges
-            if needle.lower() in body.lower() and needle.lower() not in sent.lower()
+            if needle.lower() in body.lower()
+            and not (needle in ids and needle.lower() in sent.lower())
         ]
         assert not leaks, f"leaked across the boundary: {leaks[:5]}"
         assert self.exchanges
@@ -188,7 +191,7 @@ def test_other_tenant_cannot_see_touch_or_retrieve_anything(
     attacker("GET", "/v1/documents", params={"tenant_id": "alpha"})
     attacker("GET", f"/v1/documents/{a_ids[0]}", params={"tenant_id": "alpha"})
 
-    attacker.assert_never_saw(ALPHA_SECRETS + a_ids + a_jobs + a_names)
+    attacker.assert_never_saw(ALPHA_SECRETS + a_names, ids=a_ids + a_jobs)
 
     # Below the API: a search in bravo's scope returns only bravo's points.
     vector = s.services.embedder.encode_queries(["ZEBRAFLUX octarine-vault-7"])[0].dense
@@ -235,7 +238,7 @@ def test_shared_blob_survives_the_other_tenants_delete_and_deleted_docs_vanish(
         recorder("POST", "/v1/query", json={**q, "filters": {"document_ids": [victim]}})
     recorder("GET", "/v1/documents")
     recorder("GET", f"/v1/documents/{victim}")
-    recorder.assert_never_saw(["octarine-vault-7", victim])
+    recorder.assert_never_saw(["octarine-vault-7"], ids=[victim])
 
     assert (
         s.client.delete(f"/v1/documents/{b_shared['document_id']}", headers=bravo).status_code
@@ -291,7 +294,7 @@ def test_group_acl_hides_restricted_documents_inside_a_tenant(
                 if flt:
                     q["filters"] = flt
                 rec("POST", "/v1/query", json=q)
-        rec.assert_never_saw(["PAYROLLSECRET", "Z9", sid, secret_doc["job_id"], "payroll.md"])
+        rec.assert_never_saw(["PAYROLLSECRET", "Z9", "payroll.md"], ids=[sid, secret_doc["job_id"]])
     assert s.services.metadata.get_document("acme", sid) is not None  # the delete did nothing
 
     for insider in (hr, everything):

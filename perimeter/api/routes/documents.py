@@ -39,6 +39,8 @@ def _parse_metadata(raw: str | None) -> dict[str, Any]:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise APIError(400, "malformed_metadata", f"metadata is not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:  # "[[[[..." past the parser's recursion limit
+        raise APIError(400, "malformed_metadata", "metadata is nested too deeply") from exc
     if not isinstance(value, dict):
         raise APIError(400, "malformed_metadata", "metadata must be a JSON object")
     for key, item in value.items():

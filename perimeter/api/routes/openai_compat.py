@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
 from perimeter.api.errors import APIError
+from perimeter.audit import record_query
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.domain import SearchFilter
@@ -105,7 +106,10 @@ def _as_openai_error(exc: Exception) -> OpenAIError | None:
             "server_error",
             headers={"Retry-After": "10"},
         )
-    if isinstance(exc, StoreUnavailable):
+    # qdrant-client raises its own transport error when a Qdrant server is down or times out.
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    if isinstance(exc, StoreUnavailable | ResponseHandlingException):
         log.warning("vector store unavailable: %s", exc)
         return OpenAIError(
             503,
@@ -255,6 +259,19 @@ def _filter(principal: Principal) -> SearchFilter:
     return SearchFilter(tenant_id=principal.tenant_id, groups=principal.groups)
 
 
+def _audit(
+    services: Any, principal: Principal, question: str, served: list[Any], details: dict[str, Any]
+) -> None:
+    # As for POST /v1/query: what is served is on record before the LLM sees it.
+    record_query(services.audit, principal, question, served, details)
+
+
+def _observe_llm(request: Request, a: Answer) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.observe_llm(a.timings, a.usage.completion_tokens)
+
+
 def _citation(c: Citation) -> dict[str, Any]:
     return CompatCitation(
         n=c.n,
@@ -334,7 +351,7 @@ def get_model(model: str, _principal: PrincipalDep) -> ModelOut:
     },
 )
 def chat_completions(
-    body: ChatCompletionRequest, services: ServicesDep, principal: PrincipalDep
+    body: ChatCompletionRequest, services: ServicesDep, principal: PrincipalDep, request: Request
 ) -> Any:
     model = _resolve_model(body.model)
     question = _question(body.messages)
@@ -342,9 +359,18 @@ def chat_completions(
     answers = services.answers
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    details: dict[str, Any] = {
+        "endpoint": "chat.completions",
+        "model": model,
+        "top_k": top_k,
+        "stream": body.stream,
+    }
 
     if not body.stream:
-        a = answers.answer(question, _filter(principal), top_k)
+        result = answers.retrieve(question, _filter(principal), top_k)
+        _audit(services, principal, question, answers.relevant(result, None), details)
+        a = answers.answer_from(question, result)
+        _observe_llm(request, a)
         return {
             "id": cid,
             "object": "chat.completion",
@@ -369,7 +395,8 @@ def chat_completions(
         }
 
     # Retrieval runs here, before the response starts, so its errors are still plain JSON.
-    _result, events = answers.stream_answer(question, _filter(principal), top_k)
+    result, events = answers.stream_answer(question, _filter(principal), top_k)
+    _audit(services, principal, question, answers.relevant(result, None), details)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def stream() -> Iterator[str]:
@@ -380,6 +407,7 @@ def chat_completions(
                     yield _data(_chunk(cid, created, model, {"content": payload}))
                     continue
                 a: Answer = payload
+                _observe_llm(request, a)
                 block = sources_block(a.citations)
                 if block:
                     yield _data(_chunk(cid, created, model, {"content": block}))

@@ -14,6 +14,7 @@ from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
 from perimeter.api.errors import APIError
 from perimeter.api.schemas import CitationOut, QueryRequest, QueryResponse, UsageOut
 from perimeter.audit import record_query
+from perimeter.auth import guards
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.domain import SearchFilter
@@ -24,6 +25,8 @@ router = APIRouter(prefix="/v1", tags=["query"])
 
 def _filter(principal: Principal, body: QueryRequest) -> SearchFilter:
     f = body.filters
+    if f is not None:
+        guards.check_query_filters(f.metadata, (f.date_ranges or {}).keys())
     # The tenant (and group scope) come from the caller's identity, never from the request body.
     return SearchFilter(
         tenant_id=principal.tenant_id,
@@ -111,7 +114,7 @@ def _observe_llm(request: Request, a: Answer) -> None:
 
 def _audit(services: Any, principal: Principal, body: QueryRequest, served: list[Any]) -> None:
     # Before anything is returned or sent to the LLM: what was served is on record.
-    details = {"mode": body.mode, "top_k": body.top_k, "stream": body.stream}
+    details: dict[str, Any] = {"mode": body.mode, "top_k": body.top_k, "stream": body.stream}
     if body.filters is not None:
         details["filters"] = body.filters.model_dump(mode="json", exclude_none=True)
     record_query(services.audit, principal, body.question, served, details)
