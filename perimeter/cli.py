@@ -448,6 +448,7 @@ def eval_retrieval(
         if b not in BASELINES:
             _fail(f"unknown baseline {b!r}; expected some of {', '.join(BASELINES)}")
     _logging("WARNING")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs its index build at DEBUG
     settings = get_settings()
     err.print(f"loading {corpus.parent} …")
     docs = load_corpus(corpus)
@@ -493,6 +494,30 @@ def eval_retrieval(
         err.print(f"wrote {json_out}")
 
 
+@eval_app.command("answers")
+def eval_answers(
+    qa: Annotated[Path, typer.Option("--qa", help="JSONL: question, answers, documents.")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    json_out: Annotated[Path | None, typer.Option(help="Also write the report as JSON.")] = None,
+) -> None:
+    """Ask a running Perimeter every question in a file and report answer containment,
+    citation precision and abstention rate (ingest the documents first)."""
+    from perimeter.eval.answers import load_qa, run_answer_eval
+
+    try:
+        items = load_qa(qa)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    with PerimeterClient(url) as client:
+        try:
+            report = run_answer_eval(items, client.query)
+        except PerimeterError as exc:
+            _fail(exc.message)
+    console.print(report.to_table())
+    if json_out is not None:
+        json_out.write_text(report.to_json(), encoding="utf-8")
+
+
 @eval_app.command("convert-smart")
 def eval_convert_smart(
     all_path: Annotated[
@@ -523,9 +548,6 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app()
 
-
-if __name__ == "__main__":
-    main()
 
 
 @app.command("config-docs")
@@ -798,3 +820,7 @@ def doctor(
         console.print(f"posture: {verdict}")
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -99,6 +99,22 @@ def test_cli_ingests_a_folder_asks_and_lists(
     answer = json.loads(asked.stdout)
     assert answer["citations"][0]["filename"] == "tea.txt"
 
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(
+        '{"question": "At what temperature is green tea steeped?", "answers": ["80"], '
+        '"documents": ["tea.txt"]}\n'
+        '{"question": "Who won the 1954 chess olympiad?", "answers": []}\n'
+    )
+    report_path = tmp_path / "report.json"
+    evaluated = perimeter_cli(
+        url, "eval", "answers", "--qa", str(qa), "--json-out", str(report_path)
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(report_path.read_text())
+    assert report["citation_precision"] == 1.0
+    assert report["correct_abstention"] == 1.0
+    assert len(report["items"]) == 2
+
     listed = json.loads(perimeter_cli(url, "docs", "list", "--json").stdout)
     assert {"birds.md", "tea.txt"} <= {d["filename"] for d in listed}
 

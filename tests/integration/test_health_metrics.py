@@ -40,9 +40,7 @@ def upload(stack: Stack, path: Path) -> str:
     return doc_id
 
 
-def test_metrics_cover_requests_documents_queue_and_ingestion(
-    stack: Stack, tmp_path: Path
-) -> None:
+def test_metrics_cover_requests_documents_queue_and_ingestion(stack: Stack, tmp_path: Path) -> None:
     empty = scrape(stack)
     assert value(empty, "perimeter_documents", status="indexed") == 0
     assert value(empty, "perimeter_ingest_queue_depth") == 0

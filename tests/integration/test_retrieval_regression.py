@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from perimeter.eval import convert_smart, load_beir, run_retrieval_eval
+from perimeter.eval import baselines, convert_smart, load_beir, run_retrieval_eval
 from perimeter.eval.beir import BeirDataset
 from perimeter.eval.pipeline_system import PipelineSearchSystem
 from perimeter.settings import Settings
@@ -24,17 +24,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The collection ships beside the code, not in it: <repo>/../shared/data/cisi, here and in CI.
 CISI = REPO_ROOT.parent / "shared" / "data" / "cisi"
 
-# The slice: the first judged queries and every document judged for them, plus distractors.
-MAX_QUERIES = 20
-MAX_DOCS = 600
+# The slice: the first judged queries and every document judged for them, plus distractors. Small
+# enough for about a minute on 2 CPU cores (both the baseline and the pipeline embed the slice).
+MAX_QUERIES = 12
+MAX_DOCS = 400
 
-# Measured with the shipped defaults on this slice (20 queries, 601 documents): hybrid nDCG@10
-# = MEASURED_HYBRID, plain RRF(BM25, dense) baseline = MEASURED_RRF. The floor sits 0.03 below.
-MEASURED_HYBRID = 0.0
-MEASURED_RRF = 0.0
-HYBRID_FLOOR = 0.0
-# Hybrid must not fall behind the plain fusion of the two whole-document baselines.
-RRF_EPSILON = 0.01
+# Measured with the shipped defaults on this slice (12 queries, 400 documents):
+#   hybrid nDCG@10 0.509; plain RRF(BM25, dense) baseline 0.493; dense 0.433; sparse 0.367.
+#   With the proposed query-term-frequency weighting in bm25_sparse: hybrid 0.496, sparse 0.375.
+#   The previous defaults (Qdrant's RRF k=2, equal weights, BM25 b=0.75, avg_len=120): 0.435.
+# The floor sits 0.03 below the lower of the two current measurements.
+HYBRID_FLOOR = 0.46
+# Hybrid must not fall behind the plain fusion of the two whole-document baselines. On a 12-query
+# slice one query moves nDCG@10 by up to 0.08, so the margin allows for a little noise; the
+# full-collection comparison is in BENCHMARKS.md.
+RRF_EPSILON = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +56,12 @@ def cisi(tmp_path_factory: pytest.TempPathFactory) -> BeirDataset:
     return load_beir(out)
 
 
-def test_hybrid_ndcg_on_cisi_slice(cisi: BeirDataset, shared_embedder: Any, tmp_path: Path) -> None:
-    with PipelineSearchSystem(
-        Settings(), embedder=shared_embedder, workdir=tmp_path
-    ) as system:
+def test_hybrid_ndcg_on_cisi_slice(
+    cisi: BeirDataset, shared_embedder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dense baseline is the same packaged MiniLM: reuse the session's copy, not a second load.
+    monkeypatch.setattr(baselines, "load_sentence_transformer", lambda *_: shared_embedder.model)
+    with PipelineSearchSystem(Settings(), embedder=shared_embedder, workdir=tmp_path) as system:
         report = run_retrieval_eval(
             cisi.corpus,
             cisi.queries,
