@@ -549,7 +549,6 @@ def main() -> None:
     app()
 
 
-
 @app.command("config-docs")
 def config_docs() -> None:
     """Print the configuration reference (markdown), generated from the settings class:

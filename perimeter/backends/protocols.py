@@ -63,6 +63,10 @@ class ChunkStore(Protocol):
 
     def delete_document(self, tenant_id: str, document_id: str) -> None: ...
 
+    def delete_document_tail(self, tenant_id: str, document_id: str, keep: int) -> None:
+        """Remove the document's chunks with index >= keep."""
+        ...
+
     def count_document(self, tenant_id: str, document_id: str) -> int: ...
 
     def hybrid_search(

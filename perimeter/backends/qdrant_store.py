@@ -7,8 +7,8 @@ The same code serves a Qdrant server (production) and qdrant-client's local mode
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,14 +132,18 @@ class QdrantChunkStore:
                 )
                 # Payload indexes make the tenant/document filters cheap on a server; local mode
                 # has no use for them (it scans, and warns when asked), so only a server gets them.
-                indexed_fields = () if self._url is None else (
-                    (
-                        "tenant_id",
-                        qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
-                    ),
-                    ("document_id", qm.PayloadSchemaType.KEYWORD),
-                    ("filename", qm.PayloadSchemaType.KEYWORD),
-                    ("groups", qm.PayloadSchemaType.KEYWORD),
+                indexed_fields = (
+                    ()
+                    if self._url is None
+                    else (
+                        (
+                            "tenant_id",
+                            qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
+                        ),
+                        ("document_id", qm.PayloadSchemaType.KEYWORD),
+                        ("filename", qm.PayloadSchemaType.KEYWORD),
+                        ("groups", qm.PayloadSchemaType.KEYWORD),
+                    )
                 )
                 for field, schema in indexed_fields:
                     client.create_payload_index(self._collection, field, field_schema=schema)
@@ -213,7 +217,8 @@ class QdrantChunkStore:
         )
 
     def delete_document_tail(self, tenant_id: str, document_id: str, keep: int) -> None:
-        """Drop chunks with index >= keep: a re-run that chunked differently leaves no stragglers."""
+        """Drop chunks with index >= keep, so a re-run that chunked differently leaves no
+        stragglers."""
         from qdrant_client.http import models as qm
 
         flt = self._filter(SearchFilter(tenant_id=tenant_id, document_ids=[document_id]))

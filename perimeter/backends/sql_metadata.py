@@ -307,7 +307,9 @@ class SqlMetadataStore:
     def delete_document(self, tenant_id: str, document_id: str) -> bool:
         with self._tx() as conn:
             conn.execute(
-                jobs.delete().where(jobs.c.document_id == document_id, jobs.c.tenant_id == tenant_id)
+                jobs.delete().where(
+                    jobs.c.document_id == document_id, jobs.c.tenant_id == tenant_id
+                )
             )
             deleted = conn.execute(
                 documents.delete().where(

@@ -188,7 +188,7 @@ class IngestionService:
             chunks, pages = self._parse_and_chunk(doc)
             self._metadata.set_status(doc.id, DocumentStatus.EMBEDDING, pages=pages, progress=0.2)
             self._embed_and_upsert(doc, chunks, on_progress)
-            self._store.delete_document_tail(doc.tenant_id, doc.id, keep=len(chunks))  # type: ignore[attr-defined]
+            self._store.delete_document_tail(doc.tenant_id, doc.id, keep=len(chunks))
         except PermanentIngestError as exc:
             self._fail(doc, str(exc))
             return ProcessOutcome(document_id, "failed", detail=str(exc))

@@ -25,6 +25,8 @@ _MARKER_WITH_SPACE = re.compile(r"\s*" + MARKER.pattern)
 
 def strip_markers(text: str) -> str:
     return _MARKER_WITH_SPACE.sub("", text)
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 ABSTAIN_PATTERNS = re.compile(

@@ -52,5 +52,5 @@ def test_loads_jsonl_and_rejects_garbage(tmp_path: Path) -> None:
     assert items == [QAItem("q", ["a"], ["d.pdf"]), QAItem("u", [])]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"answers": ["x"]}\n')
-    with pytest.raises(ValueError, match="bad.jsonl:1"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         load_qa(bad)
