@@ -9,6 +9,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,18 @@ class Stack:
         raise TimeoutError(f"not indexed in {timeout_s}s: {set(document_ids) - set(final)}")
 
 
-@pytest.fixture
-def stack(tmp_path: Path, shared_embedder: Any, request: pytest.FixtureRequest) -> Iterator[Stack]:
-    """API + a real Celery worker (threads) on real Redis, sharing one local-mode Qdrant."""
+@contextmanager
+def running_stack(
+    stack_cls: type[Stack],
+    tmp_path: Path,
+    shared_embedder: Any,
+    request: pytest.FixtureRequest,
+    overrides: dict[str, Any],
+) -> Iterator[Any]:
+    """API + a real Celery worker (threads) on real Redis, sharing one local-mode Qdrant.
+
+    Tests marked ``llm`` get the packaged SmolLM2 server; others get a closed port, so an
+    accidental LLM call fails fast instead of hanging."""
     if not redis_available():
         pytest.fail("Redis is not running on 127.0.0.1:6379 (start it: see README, Tests)")
     from fastapi.testclient import TestClient
@@ -118,30 +128,52 @@ def stack(tmp_path: Path, shared_embedder: Any, request: pytest.FixtureRequest) 
     from perimeter.workers.embedded import EmbeddedWorker
     from perimeter.workers.tasks import create_worker_app
 
-    llm = None
-    marker = request.node.get_closest_marker("llm")
-    settings_overrides: dict[str, Any] = {}
-    if marker is not None:
+    overrides = {k: dict(v) for k, v in overrides.items()}
+    uses_llm = request.node.get_closest_marker("llm") is not None
+    if uses_llm:
         server = request.getfixturevalue("llm_server")
-        settings_overrides["llm"] = {"base_url": server.base_url, "model": "smollm2-135m-instruct"}
-    settings = make_settings(tmp_path, **settings_overrides)
-    if marker is None:
-        # No LLM in this test: point at a closed port so an accidental call fails fast.
+        overrides.setdefault("llm", {}).update(
+            {"base_url": server.base_url, "model": "smollm2-135m-instruct"}
+        )
+    settings = make_settings(tmp_path, **overrides)
+    if not uses_llm:
         settings.llm.base_url = f"http://127.0.0.1:{free_port()}/v1"
         settings.llm.max_retries = 0
         settings.llm.timeout_s = 2
-    services = build_services(settings, embedder=shared_embedder, llm=llm)
+    services = build_services(settings, embedder=shared_embedder)
     services.ensure_ready()
     celery_app, _ = create_worker_app(settings, services)
     worker = EmbeddedWorker(celery_app, settings.broker.queue, concurrency=2)
     worker.start()
     try:
         with TestClient(create_app(services=services)) as client:
-            yield Stack(settings, services, client, worker)
+            yield stack_cls(settings, services, client, worker)
     finally:
         worker.stop()
         services.close()
         _purge_queue(settings)
+
+
+@pytest.fixture
+def stack(tmp_path: Path, shared_embedder: Any, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    with running_stack(Stack, tmp_path, shared_embedder, request, {}) as s:
+        yield s
+
+
+def upload_files(
+    client: Any, *paths: Path, headers: dict[str, str] | None = None, **data: str
+) -> Any:
+    """POST files (multipart) to /v1/documents; ``data`` are extra form fields."""
+    handles = [p.open("rb") for p in paths]
+    try:
+        files = [
+            ("files", (p.name, h, "application/octet-stream"))
+            for p, h in zip(paths, handles, strict=True)
+        ]
+        return client.post("/v1/documents", files=files, data=data or None, headers=headers)
+    finally:
+        for h in handles:
+            h.close()
 
 
 def _purge_queue(settings: Any) -> None:
@@ -198,36 +230,8 @@ def secure_stack(
 ) -> Iterator[SecureStack]:
     """Like ``stack`` with auth.mode=api_key. Parametrize indirectly with a dict of settings
     overrides (e.g. {"auth": {"mode": "oidc", ...}, "database": {"url": ...}}) to change it."""
-    if not redis_available():
-        pytest.fail("Redis is not running on 127.0.0.1:6379 (start it: see README, Tests)")
-    from fastapi.testclient import TestClient
-
-    from perimeter.api.app import create_app
-    from perimeter.composition import build_services
-    from perimeter.workers.embedded import EmbeddedWorker
-    from perimeter.workers.tasks import create_worker_app
-
     overrides: dict[str, Any] = {"auth": {"mode": "api_key"}}
     for key, value in (getattr(request, "param", None) or {}).items():
         overrides.setdefault(key, {}).update(value)
-    llm_marker = request.node.get_closest_marker("llm")
-    if llm_marker is not None:
-        server = request.getfixturevalue("llm_server")
-        overrides["llm"] = {"base_url": server.base_url, "model": "smollm2-135m-instruct"}
-    settings = make_settings(tmp_path, **overrides)
-    if llm_marker is None:
-        settings.llm.base_url = f"http://127.0.0.1:{free_port()}/v1"
-        settings.llm.max_retries = 0
-        settings.llm.timeout_s = 2
-    services = build_services(settings, embedder=shared_embedder)
-    services.ensure_ready()
-    celery_app, _ = create_worker_app(settings, services)
-    worker = EmbeddedWorker(celery_app, settings.broker.queue, concurrency=2)
-    worker.start()
-    try:
-        with TestClient(create_app(services=services)) as client:
-            yield SecureStack(settings, services, client, worker)
-    finally:
-        worker.stop()
-        services.close()
-        _purge_queue(settings)
+    with running_stack(SecureStack, tmp_path, shared_embedder, request, overrides) as s:
+        yield s

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
 
 from tests import docfactory as df
-from tests.conftest import SecureStack, free_port
+from tests.conftest import SecureStack, free_port, upload_files
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +33,7 @@ AUDIENCE = "perimeter-api"
 
 
 def upload(stack: SecureStack, headers: dict[str, str], *paths: Path, **data: str) -> Any:
-    handles = [p.open("rb") for p in paths]
-    try:
-        files = [
-            ("files", (p.name, h, "application/octet-stream"))
-            for p, h in zip(paths, handles, strict=True)
-        ]
-        return stack.client.post("/v1/documents", files=files, data=data or None, headers=headers)
-    finally:
-        for h in handles:
-            h.close()
+    return upload_files(stack.client, *paths, headers=headers, **data)
 
 
 def ask(stack: SecureStack, headers: dict[str, str], question: str, **extra: Any) -> Any:

@@ -9,23 +9,14 @@ from typing import Any
 import pytest
 
 from tests import docfactory as df
-from tests.conftest import Stack
+from tests.conftest import Stack, upload_files
 
 pytestmark = pytest.mark.integration
 
 
 def upload(stack: Stack, *paths: Path, metadata: str | None = None) -> Any:
-    handles = [p.open("rb") for p in paths]
-    try:
-        files = [
-            ("files", (p.name, h, "application/octet-stream"))
-            for p, h in zip(paths, handles, strict=True)
-        ]
-        data = {"metadata": metadata} if metadata is not None else None
-        return stack.client.post("/v1/documents", files=files, data=data)
-    finally:
-        for h in handles:
-            h.close()
+    extra = {"metadata": metadata} if metadata is not None else {}
+    return upload_files(stack.client, *paths, **extra)
 
 
 def leftovers(stack: Stack) -> list[Path]:

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests import docfactory as df
-from tests.conftest import SecureStack
+from tests.conftest import SecureStack, upload_files
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +30,7 @@ BRAVO_SECRETS = ["QUOKKAVANE", "Brindlewick"]
 
 
 def upload(stack: SecureStack, headers: dict[str, str], *paths: Path, **data: str) -> Any:
-    handles = [p.open("rb") for p in paths]
-    try:
-        files = [
-            ("files", (p.name, h, "application/octet-stream"))
-            for p, h in zip(paths, handles, strict=True)
-        ]
-        return stack.client.post("/v1/documents", files=files, data=data or None, headers=headers)
-    finally:
-        for h in handles:
-            h.close()
+    return upload_files(stack.client, *paths, headers=headers, **data)
 
 
 class Recorder:
