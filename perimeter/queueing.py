@@ -47,6 +47,8 @@ def create_celery_app(settings: Settings, queue: str | None = None) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         # Children load the embedder in worker_process_init; see BrokerSettings for why.
         worker_proc_alive_timeout=settings.broker.worker_start_timeout_s,
+        # Celery counts this in KiB; None turns the check off.
+        worker_max_memory_per_child=(settings.broker.worker_max_memory_mb * 1024) or None,
     )
     return app
 

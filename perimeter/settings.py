@@ -82,6 +82,12 @@ class BrokerSettings(BaseModel):
     max_attempts: int = Field(
         default=3, description="A document whose task dies this many times is marked failed."
     )
+    worker_max_memory_mb: int = Field(
+        default=4096,
+        description="A prefork worker child whose resident memory grew past this after a task is "
+        "replaced by a fresh one, so one huge file cannot leave a bloated worker behind for "
+        "the next documents (perimeter worker only; 0 disables).",
+    )
     worker_start_timeout_s: float = Field(
         default=120.0,
         description="How long a prefork child may take to start (it loads the models) before "

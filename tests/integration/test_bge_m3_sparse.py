@@ -236,3 +236,35 @@ def test_missing_sparse_head_is_an_error(tmp_path: Path) -> None:
     emb = BgeM3Embedder(str(_build_model_folder(tmp_path / "m", with_sparse=False)))
     with pytest.raises(ModelNotFound, match=r"sparse_linear\.pt"):
         emb.encode_documents(["library"])
+
+
+def test_bge_m3_profile_runs_the_real_pipeline(model_dir: Path, tmp_path: Path) -> None:
+    """The production profile (kind=bge-m3) end to end: learned sparse vectors stored next to the
+    dense ones (no lexical encoder, no IDF modifier), then hybrid retrieval over them."""
+    import io
+
+    from perimeter.composition import build_services
+    from perimeter.domain import SearchFilter
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path, embedding={"model": str(model_dir), "kind": "bge-m3", "batch_size": 4}
+    )
+    services = build_services(settings)
+    try:
+        assert services.sparse_encoder is None  # BGE-M3 brings its own sparse head
+        services.ensure_ready()
+        text = b"# Owls\n\nBarn owls hunt at night.\n\n# Tea\n\nGreen tea steeps at 80 degrees.\n"
+        staged = services.ingestion.stage(io.BytesIO(text), "notes.md", None, 10**6)
+        doc = services.ingestion.submit(staged, "default", {}).document
+        outcome = services.ingestion.process(doc.id)
+        assert outcome.status == "indexed" and outcome.chunk_count >= 1
+        store = services.store
+        points, _ = store.client.scroll(store.collection, with_vectors=True, limit=10)
+        assert points and all(p.vector["sparse"].indices for p in points)  # type: ignore[index]
+        config = store.client.get_collection(store.collection).config.params
+        assert config.sparse_vectors["sparse"].modifier is None  # type: ignore[index]
+        hits = services.retriever.retrieve("owls", SearchFilter(tenant_id="default"), top_k=3)
+        assert hits.chunks and hits.chunks[0].document_id == doc.id
+    finally:
+        services.close()
