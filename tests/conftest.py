@@ -35,6 +35,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until_ready(proc: Any, url: str, log_path: Path, timeout_s: float) -> None:
+    """Poll a started `perimeter up` process until /readyz answers 200; fail the test with the
+    tail of its log if it exits or is not ready in time."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"perimeter up exited early:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"not ready in {timeout_s:.0f}s:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.5)
+
+
 def redis_available() -> bool:
     try:
         with socket.create_connection(("127.0.0.1", 6379), timeout=1):

@@ -11,16 +11,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from perimeter.client import PerimeterClient
 from tests import docfactory as df
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.llm]
 
@@ -43,20 +41,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"perimeter up exited early:\n{(tmp_path / 'up.log').read_text()[-4000:]}"
-                )
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"not ready in 180s:\n{(tmp_path / 'up.log').read_text()[-4000:]}")
-            time.sleep(0.5)
+        wait_until_ready(proc, url, tmp_path / "up.log", timeout_s=180)
         yield url, data_dir
     finally:
         if proc.poll() is None:

@@ -32,7 +32,7 @@ import pytest
 
 from perimeter.egress_guard import EgressGuard
 from tests import docfactory as df
-from tests.conftest import Stack, free_port
+from tests.conftest import Stack, free_port, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -180,18 +180,7 @@ def test_cold_start_of_the_embedded_default_makes_no_outbound_connection(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 240
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"perimeter up exited:\n{log_path.read_text()[-4000:]}")
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"not ready in 240s:\n{log_path.read_text()[-4000:]}")
-                time.sleep(0.5)
+            wait_until_ready(proc, url, log_path, timeout_s=240)
             paths = every_format(tmp_path)
             with httpx.Client(base_url=url, timeout=120) as client:
                 handles = [p.open("rb") for p in paths]
