@@ -110,8 +110,89 @@ def git_rev() -> str:
         return "unknown"
 
 
+# -- per-stage timings of the ingestion path (bench only) -----------------------------------------
+class StageTimer:
+    """Wall time, thread CPU time and calls per stage, summed over every thread: a profile of
+    where an ingestion task spends its time that works across the worker's threads (cProfile sees
+    one thread only)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self.stages: dict[str, list[float]] = {}
+
+    def wrap(self, obj: Any, method: str, stage: str) -> None:
+        original = getattr(obj, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+                with self._lock:
+                    row = self.stages.setdefault(stage, [0.0, 0.0, 0.0])
+                    row[0] += wall
+                    row[1] += cpu
+                    row[2] += 1
+
+        setattr(obj, method, timed)
+
+    def report(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {
+                k: {"wall_s": round(w, 2), "thread_cpu_s": round(c, 2), "calls": int(n)}
+                for k, (w, c, n) in sorted(self.stages.items())
+            }
+
+
+def instrument(services: Any, timer: StageTimer) -> None:
+    """Time each stage of IngestionService.process on these services' objects (instance
+    attributes shadow the methods, so every holder of the object sees the timed version)."""
+    from perimeter.backends.micro_batching import MicroBatchingEmbedder
+
+    timer.wrap(services.ingestion, "process", "task total (IngestionService.process)")
+    timer.wrap(services.parser, "parse", "parse (unstructured)")
+    embedder = services.embedder
+    timer.wrap(embedder, "count_tokens", "chunking: count_tokens")
+    if isinstance(embedder, MicroBatchingEmbedder):
+        timer.wrap(embedder, "encode_documents", "embed: per document, incl. queueing")
+        timer.wrap(embedder.inner, "encode_documents", "embed: model calls")
+    else:
+        timer.wrap(embedder, "encode_documents", "embed: model calls")
+    if services.sparse_encoder is not None:
+        timer.wrap(services.sparse_encoder, "encode_documents", "sparse: BM25 encode")
+    for method in ("upsert", "delete_document_tail", "count_document"):
+        timer.wrap(services.store, method, f"qdrant: {method}")
+    for method in ("get_document_any_tenant", "record_attempt", "set_status", "set_job_progress"):
+        timer.wrap(services.metadata, method, f"sql: {method}")
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process's live threads, grouped by Python thread name (numbered pool
+    threads collapsed); threads Python does not know (torch's OpenMP pool) are one group."""
+    import re
+    import threading
+    from collections import defaultdict
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = defaultdict(float)
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "native threads (torch intra-op pool, ...)")
+        out[re.sub(r"[-_ ]?\d+(_\d+)?$", "", name)] += (int(fields[11]) + int(fields[12])) / tick
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
 # -- a stack served over HTTP from a child process ---------------------------------------------
-def _serve(settings_json: str, port: int, worker_concurrency: int, ready: Any) -> None:
+def _serve(
+    settings_json: str, port: int, worker_concurrency: int, ready: Any, stages: bool = False
+) -> None:
     import logging
 
     import uvicorn
@@ -127,14 +208,26 @@ def _serve(settings_json: str, port: int, worker_concurrency: int, ready: Any) -
     services = build_services(settings)
     services.ensure_ready()
     services.embedder.warm_up()
+    timer = StageTimer()
+    if stages:
+        instrument(services, timer)
     worker = None
     if worker_concurrency > 0:
         celery_app, _ = create_worker_app(settings, services)
         worker = EmbeddedWorker(celery_app, settings.broker.queue, worker_concurrency)
         worker.start()
-    config = uvicorn.Config(
-        create_app(services=services), host="127.0.0.1", port=port, log_level="warning"
-    )
+    app = create_app(services=services)
+
+    def bench_stats() -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "stages": timer.report(),
+            "process_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "thread_cpu_s": thread_cpu_s(),
+        }
+
+    app.add_api_route("/_bench/stats", bench_stats, methods=["GET"])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     ready.set()
     try:
@@ -148,10 +241,11 @@ def _serve(settings_json: str, port: int, worker_concurrency: int, ready: Any) -
 class ServedStack:
     """API + embedded worker (threads) in a spawned child process, on a free port."""
 
-    def __init__(self, settings: Any, worker_concurrency: int = 1) -> None:
+    def __init__(self, settings: Any, worker_concurrency: int = 1, stages: bool = False) -> None:
         self.settings = settings
         self.port = free_port()
         self.worker_concurrency = worker_concurrency
+        self.stages = stages
         self._ctx = mp.get_context("spawn")
         self.proc: Any = None
 
@@ -163,7 +257,13 @@ class ServedStack:
         ready = self._ctx.Event()
         self.proc = self._ctx.Process(
             target=_serve,
-            args=(self.settings.model_dump_json(), self.port, self.worker_concurrency, ready),
+            args=(
+                self.settings.model_dump_json(),
+                self.port,
+                self.worker_concurrency,
+                ready,
+                self.stages,
+            ),
             daemon=True,
         )
         self.proc.start()
@@ -179,6 +279,12 @@ class ServedStack:
             except httpx.HTTPError:
                 time.sleep(0.2)
         raise RuntimeError("bench server not answering")
+
+    def stats(self) -> dict[str, Any]:
+        """Stage timings (when started with stages=True) and the server's CPU seconds so far."""
+        import httpx
+
+        return dict(httpx.get(self.url + "/_bench/stats", timeout=30).json())
 
     def rss_mib(self) -> float:
         """Peak RSS of the server process (VmHWM), read while it runs."""

@@ -24,7 +24,15 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.common import ServedStack, cisi_queries, cisi_records, git_rev, machine, summary
+from bench.common import (
+    ServedStack,
+    cisi_queries,
+    cisi_records,
+    free_port,
+    git_rev,
+    machine,
+    summary,
+)
 
 
 def base_records(settings: Any) -> tuple[list[str], np.ndarray, list[Any]]:
@@ -87,10 +95,14 @@ def populate(
     return count
 
 
-def load(url: str, questions: list[str], clients: int, seconds: float) -> dict[str, Any]:
+def load(
+    url: str, questions: list[str], clients: int, seconds: float, answers: bool = False
+) -> dict[str, Any]:
+    """``answers``: full answers (the LLM writes each one); else retrieval only."""
     latencies: list[float] = []
     embed_ms: list[float] = []
     search_ms: list[float] = []
+    llm_ms: list[float] = []
     errors = 0
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
@@ -103,7 +115,7 @@ def load(url: str, questions: list[str], clients: int, seconds: float) -> dict[s
                 q = questions[n % len(questions)]
                 n += clients
                 t0 = time.perf_counter()
-                r = client.post("/v1/query", json={"question": q, "retrieval_only": True})
+                r = client.post("/v1/query", json={"question": q, "retrieval_only": not answers})
                 dt = (time.perf_counter() - t0) * 1000
                 with lock:
                     if r.status_code != 200:
@@ -113,6 +125,8 @@ def load(url: str, questions: list[str], clients: int, seconds: float) -> dict[s
                     timings = r.json()["timings"]
                     embed_ms.append(timings["embed_ms"])
                     search_ms.append(timings["search_ms"])
+                    # An abstention (nothing relevant) calls no LLM: 0 ms of it.
+                    llm_ms.append(timings.get("llm_ms", 0.0))
 
     started = time.monotonic()
     threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
@@ -121,13 +135,15 @@ def load(url: str, questions: list[str], clients: int, seconds: float) -> dict[s
     for t in threads:
         t.join()
     wall = time.monotonic() - started
-    overhead = [lat - e for lat, e in zip(latencies, embed_ms, strict=True)]
+    # Overhead: everything but the model forward passes (query encoder and, for answers, LLM).
+    overhead = [lat - e - m for lat, e, m in zip(latencies, embed_ms, llm_ms, strict=True)]
 
     def r2(d: dict[str, float]) -> dict[str, float]:
         return {k: round(v, 1) for k, v in d.items()}
 
-    return {
+    result = {
         "clients": clients,
+        "mode": "answers" if answers else "retrieval_only",
         "requests": len(latencies),
         "errors": errors,
         "req_per_s": round(len(latencies) / wall, 2),
@@ -136,6 +152,10 @@ def load(url: str, questions: list[str], clients: int, seconds: float) -> dict[s
         "search_ms": r2(summary(search_ms)),
         "overhead_ms": r2(summary(overhead)),
     }
+    if answers:
+        result["llm_ms"] = r2(summary(llm_ms))
+        result["answered_by_llm"] = sum(1 for m in llm_ms if m > 0)
+    return result
 
 
 def plot(results: list[dict[str, Any]], out: Path) -> None:
@@ -145,11 +165,12 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for clients in sorted({lv["clients"] for r in results for lv in r["levels"]}):
+    retrieval = [lv for r in results for lv in r["levels"] if lv["mode"] == "retrieval_only"]
+    for clients in sorted({lv["clients"] for lv in retrieval}):
         sizes, p50, p95 = [], [], []
         for r in results:
             for lv in r["levels"]:
-                if lv["clients"] == clients:
+                if lv["clients"] == clients and lv["mode"] == "retrieval_only":
                     sizes.append(r["points"])
                     p50.append(lv["latency_ms"]["p50"])
                     p95.append(lv["latency_ms"]["p95"])
@@ -172,15 +193,34 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument(
+        "--answers",
+        action="store_true",
+        help="also measure full answers with the packaged SmolLM2 (llama-cpp-python server)",
+    )
+    ap.add_argument(
+        "--answer-clients", type=int, nargs="+", default=[1, 8], help="client levels for answers"
+    )
     args = ap.parse_args()
 
     from perimeter.settings import Settings
 
+    llm_server = None
+    llm_url = "http://127.0.0.1:9/v1"  # retrieval only: no LLM may be called
+    if args.answers:
+        from perimeter.backends.llama_server import LlamaServer
+        from perimeter.backends.model_paths import default_gguf_path
+
+        llm_server = LlamaServer(
+            default_gguf_path(), port=free_port(), model_alias="smollm2-135m-instruct"
+        )
+        llm_server.start()
+        llm_url = llm_server.base_url
     tmp = Path(tempfile.mkdtemp(prefix="perimeter-bench-query-"))
     settings = Settings(
         storage={"data_dir": tmp / "data"},
         broker={"url": "redis://127.0.0.1:6379/14", "queue": f"bench.{uuid.uuid4().hex[:8]}"},
-        llm={"base_url": "http://127.0.0.1:9/v1"},
+        llm={"base_url": llm_url, "model": "smollm2-135m-instruct"},
     )
     questions = cisi_queries()
     base = base_records(settings)
@@ -193,10 +233,17 @@ def main() -> None:
             # Warm: the first queries load code paths and caches.
             load(stack.url, questions, 1, 2)
             levels = [load(stack.url, questions, c, args.seconds) for c in args.clients]
+            if args.answers:
+                levels += [
+                    load(stack.url, questions, c, args.seconds, answers=True)
+                    for c in args.answer_clients
+                ]
             rss = stack.rss_mib()
         results.append({"points": have, "server_peak_rss_mib": round(rss, 1), "levels": levels})
         print(json.dumps(results[-1]), flush=True)
     out["results"] = results
+    if llm_server is not None:
+        llm_server.stop()
     print(json.dumps(out))
     if args.plot is not None and len(results) >= 2:
         plot(results, args.plot)

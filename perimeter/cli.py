@@ -39,6 +39,10 @@ UrlOpt = Annotated[
     str, typer.Option("--url", envvar="PERIMETER_URL", help="Base URL of the Perimeter API.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+CollectionOpt = Annotated[
+    str | None,
+    typer.Option("--collection", "-c", help="Collection (knowledge base); default: 'default'."),
+]
 
 
 def _logging(level: str | None = None) -> None:
@@ -168,14 +172,28 @@ def api(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    concurrency: Annotated[
+        int, typer.Option(help="Worker processes (prefork) or threads (threads pool).")
+    ] = 2,
     pool: Annotated[str, typer.Option(help="Celery pool: prefork, threads or solo.")] = "prefork",
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
     sweep_interval_s: Annotated[
         int, typer.Option(help="How often to re-enqueue documents whose message was lost.")
     ] = 300,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics on this port (0: off; default: "
+            "PERIMETER_BROKER__WORKER_METRICS_PORT)."
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Bind address of the metrics server.")] = (
+        "0.0.0.0"
+    ),
 ) -> None:
-    """Run a Celery ingestion worker (production)."""
+    """Run a Celery ingestion worker (production). For a GPU embedder use --pool threads with
+    --concurrency N: the threads share one model and their documents are embedded in common
+    batches (PERIMETER_EMBEDDING__MICRO_BATCH_MAX); prefork processes cannot share batches."""
     from celery.signals import worker_process_init, worker_ready
 
     from perimeter.backends.model_paths import force_offline
@@ -187,7 +205,18 @@ def worker(
     force_offline()
     _logging(loglevel)
     settings = get_settings()
-    celery_app, holder = create_worker_app(settings)
+    port = settings.broker.worker_metrics_port if metrics_port is None else metrics_port
+    metrics_folder = None
+    on_built = None
+    if port:
+        from perimeter.observability import WorkerMetrics, prepare_worker_metrics
+
+        # Before any metric exists: prefork children count into files the main process sums.
+        metrics_folder = prepare_worker_metrics()
+        worker_metrics = WorkerMetrics()
+        worker_metrics.connect_task_signals()
+        on_built = worker_metrics.bind
+    celery_app, holder = create_worker_app(settings, on_built=on_built)
 
     @worker_process_init.connect(weak=False)
     def _warm(**_: Any) -> None:
@@ -209,6 +238,10 @@ def worker(
 
         threading.Thread(target=loop, name="recovery-sweep", daemon=True).start()
 
+    if metrics_folder is not None:
+        from perimeter.observability import serve_worker_metrics
+
+        serve_worker_metrics(metrics_folder, port, metrics_host)
     celery_app.worker_main(
         [
             "worker",
@@ -261,6 +294,7 @@ def ingest(
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until every file is indexed.")] = True,
     timeout_s: Annotated[float, typer.Option(help="How long to wait.")] = 1800.0,
+    collection: CollectionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Upload files and wait for them to be indexed, with a progress bar."""
@@ -289,9 +323,9 @@ def ingest(
         upload_task = progress.add_task("uploading", total=len(files))
         for f in files:
             try:
-                results.extend(client.upload([f], meta))
+                results.extend(client.upload([f], meta, collection))
             except PerimeterError as exc:
-                if exc.code == "unreachable":
+                if exc.code in ("unreachable", "collection_not_found"):
                     _fail(exc.message)
                 errors.append({"file": str(f), "error": exc.message})
             progress.advance(upload_task)
@@ -332,16 +366,20 @@ def ask(
     question: Annotated[str, typer.Argument(help="Your question.")],
     url: UrlOpt = "http://127.0.0.1:8000",
     top_k: Annotated[int, typer.Option(help="Sources to retrieve.")] = 5,
+    collection: CollectionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask a question; the answer streams, then its citations."""
+    options: dict[str, Any] = {"top_k": top_k}
+    if collection:
+        options["collection"] = collection
     with PerimeterClient(url) as client:
         try:
             if as_json:
-                print(json.dumps(client.query(question, top_k=top_k)))
+                print(json.dumps(client.query(question, **options)))
                 return
             answer: dict[str, Any] = {}
-            for event, data in client.query_stream(question, top_k=top_k):
+            for event, data in client.query_stream(question, **options):
                 if event == "token":
                     console.print(data["text"], end="", soft_wrap=True, highlight=False)
                 elif event == "answer":
@@ -362,12 +400,13 @@ def ask(
 def docs_list(
     url: UrlOpt = "http://127.0.0.1:8000",
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    collection: CollectionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List documents and their status."""
     with PerimeterClient(url) as client:
         try:
-            docs = client.documents(status=status, limit=1000)
+            docs = client.documents(status=status, limit=1000, collection=collection)
         except PerimeterError as exc:
             _fail(exc.message)
     if as_json:
@@ -395,6 +434,89 @@ def docs_delete(
                 console.print(f"deleted {doc_id}")
             except PerimeterError as exc:
                 _fail(f"{doc_id}: {exc.message}")
+
+
+# -- collections: `perimeter collections ...` -----------------------------------------------
+collections_app = typer.Typer(
+    help="Collections (knowledge bases): create, list, delete.", no_args_is_help=True
+)
+app.add_typer(collections_app, name="collections")
+
+
+@collections_app.command("create")
+def collections_create(
+    name: Annotated[str, typer.Argument(help="a-z, 0-9, '-', '_'.")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    description: Annotated[str, typer.Option(help="What it holds.")] = "",
+    embedding_profile: Annotated[
+        str, typer.Option(help="Embedding profile (PERIMETER_KB__EMBEDDING_PROFILES).")
+    ] = "default",
+    chunk_max_tokens: Annotated[int | None, typer.Option(help="Token budget per chunk.")] = None,
+    chunk_overlap_tokens: Annotated[int | None, typer.Option(help="Chunk overlap.")] = None,
+    llm_model: Annotated[
+        str | None, typer.Option(help="Model or LoRA adapter name that answers it.")
+    ] = None,
+    sensitivity: Annotated[
+        str | None, typer.Option(help="Label for routing rules, e.g. 'restricted'.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a collection with its own embedding profile, chunking and answering model."""
+    with PerimeterClient(url) as client:
+        try:
+            kb = client.create_collection(
+                name,
+                description=description,
+                embedding_profile=embedding_profile,
+                chunk_max_tokens=chunk_max_tokens,
+                chunk_overlap_tokens=chunk_overlap_tokens,
+                llm_model=llm_model,
+                sensitivity=sensitivity,
+            )
+        except PerimeterError as exc:
+            _fail(exc.message)
+    if as_json:
+        print(json.dumps(kb))
+    else:
+        console.print(f"created collection {kb['name']}")
+
+
+@collections_app.command("list")
+def collections_list(url: UrlOpt = "http://127.0.0.1:8000", as_json: JsonOpt = False) -> None:
+    """List collections with their settings and document counts."""
+    with PerimeterClient(url) as client:
+        try:
+            listing = client.collections()
+        except PerimeterError as exc:
+            _fail(exc.message)
+    if as_json:
+        print(json.dumps(listing))
+        return
+    table = Table("name", "documents", "embedding", "chunking", "llm model", "sensitivity")
+    for c in listing["collections"]:
+        table.add_row(
+            c["name"], str(c["document_count"]), c["embedding_profile"],
+            f"{c['chunk_max_tokens']}/{c['chunk_overlap_tokens']}", c["llm_model"] or "(routed)",
+            c["sensitivity"] or "",
+        )  # fmt: skip
+    console.print(table)
+
+
+@collections_app.command("delete")
+def collections_delete(
+    name: Annotated[str, typer.Argument(help="Collection name.")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a collection and every document in it."""
+    if not yes:
+        typer.confirm(f"Delete collection {name!r} and all its documents?", abort=True)
+    with PerimeterClient(url) as client:
+        try:
+            client.delete_collection(name)
+        except PerimeterError as exc:
+            _fail(exc.message)
+    console.print(f"deleted collection {name}")
 
 
 # -- evaluation: `perimeter eval ...` --------------------------------------------------------

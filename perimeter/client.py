@@ -73,7 +73,10 @@ class PerimeterClient:
 
     # -- documents -------------------------------------------------------------------------
     def upload(
-        self, paths: Sequence[Path], metadata: dict[str, Any] | None = None
+        self,
+        paths: Sequence[Path],
+        metadata: dict[str, Any] | None = None,
+        collection: str | None = None,
     ) -> list[dict[str, Any]]:
         handles = [p.open("rb") for p in paths]
         try:
@@ -84,19 +87,29 @@ class PerimeterClient:
                 )
                 for p, h in zip(paths, handles, strict=True)
             ]
-            data = {"metadata": json.dumps(metadata)} if metadata else None
-            body = self._request("POST", "/v1/documents", files=files, data=data)
+            data: dict[str, str] = {}
+            if metadata:
+                data["metadata"] = json.dumps(metadata)
+            if collection:
+                data["collection"] = collection
+            body = self._request("POST", "/v1/documents", files=files, data=data or None)
         finally:
             for h in handles:
                 h.close()
         return list(body["documents"])
 
     def documents(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        collection: str | None = None,
     ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if status:
             params["status"] = status
+        if collection:
+            params["collection"] = collection
         return list(self._request("GET", "/v1/documents", params=params)["documents"])
 
     def document(self, document_id: str) -> dict[str, Any]:
@@ -126,6 +139,23 @@ class PerimeterClient:
                     raise TimeoutError(f"{len(pending)} document(s) not indexed in {timeout_s}s")
                 time.sleep(poll_s)
         return final
+
+    # -- collections (knowledge bases) ------------------------------------------------------
+    def create_collection(self, name: str, **settings: Any) -> dict[str, Any]:
+        """``settings``: description, embedding_profile, chunk_max_tokens,
+        chunk_overlap_tokens, llm_model, sensitivity."""
+        body = {"name": name, **{k: v for k, v in settings.items() if v is not None}}
+        return dict(self._request("POST", "/v1/collections", json=body))
+
+    def collections(self) -> dict[str, Any]:
+        """{"collections": [...], "embedding_profiles": [...]}"""
+        return dict(self._request("GET", "/v1/collections"))
+
+    def collection(self, name: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/collections/{name}"))
+
+    def delete_collection(self, name: str) -> None:
+        self._request("DELETE", f"/v1/collections/{name}")
 
     # -- questions -------------------------------------------------------------------------
     def query(self, question: str, **options: Any) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 * **Models**: where each model would load from (resolved local paths; never a hub).
 * **Telemetry**: every "stay home" switch the ML stack knows, as this process sees it.
 * **Endpoints**: every address Perimeter connects to (metadata DB, vector store, broker, LLM,
-  OIDC keys), and whether its host is loopback, in a private range (RFC 1918 / IPv6 ULA) or in
-  ``allowed_networks``. Anything else, link-local (cloud metadata services live there)
-  included, fails.
+  OIDC keys, the tracing collector when tracing is on), and whether its host is loopback, in a
+  private range (RFC 1918 / IPv6 ULA) or in ``allowed_networks``. Anything else, link-local
+  (cloud metadata services live there) included, fails.
 * **Auth**: the authentication mode, and whether it fits the API bind address.
 
 The doctor reads settings and the environment, resolves host names (DNS inside the perimeter)
@@ -210,6 +210,11 @@ def endpoints(settings: Settings) -> list[Endpoint]:
     if settings.auth.oidc_jwks_url:
         url = settings.auth.oidc_jwks_url
         out.append(Endpoint("OIDC JWKS", url, _url_host(url)))
+    tracing = settings.tracing
+    if tracing.enabled and tracing.exporter == "otlp-http" and tracing.endpoint:
+        # Spans name documents, tenants and models: the collector must be inside too.
+        url = tracing.endpoint
+        out.append(Endpoint("tracing collector", _mask_url(url), _url_host(url)))
     return out
 
 

@@ -12,11 +12,18 @@ from typing import Any
 ID_NAMESPACE = uuid.UUID("3f1c7a52-6d0e-4a8b-9a57-5e2b1c0f4d11")
 
 DEFAULT_TENANT = "default"
+# Every tenant has this knowledge base without creating it: uploads and questions that name
+# none go there.
+DEFAULT_KB = "default"
 
 
-def document_id_for(tenant_id: str, content_hash: str) -> str:
-    """Same bytes uploaded twice by one tenant are one document."""
-    return uuid.uuid5(ID_NAMESPACE, f"doc:{tenant_id}:{content_hash}").hex
+def document_id_for(tenant_id: str, content_hash: str, kb: str = DEFAULT_KB) -> str:
+    """Same bytes uploaded twice by one tenant into one knowledge base are one document; the
+    same bytes in two knowledge bases are two (each is chunked and embedded its own way)."""
+    # The default knowledge base keeps the ids documents had before knowledge bases existed.
+    scope = tenant_id if kb == DEFAULT_KB else f"{tenant_id}:{kb}"
+    key = f"doc:{scope}:{content_hash}"
+    return uuid.uuid5(ID_NAMESPACE, key).hex
 
 
 def point_id_for(document_id: str, chunk_index: int) -> str:
@@ -91,6 +98,7 @@ class ChunkRecord:
     sparse: SparseVector | None
     metadata: dict[str, Any] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
+    kb: str = DEFAULT_KB
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +112,7 @@ class SearchFilter:
     groups: list[str] | None = None  # caller's groups; None = no group restriction
     # metadata field -> (gte, lte) ISO-8601 datetimes, either bound optional
     date_ranges: dict[str, tuple[str | None, str | None]] | None = None
+    kb: str | None = None  # knowledge base; None = any (deletes by document id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +165,7 @@ class DocumentRecord:
     created_at: datetime
     updated_at: datetime
     groups: list[str] = field(default_factory=list)
+    kb: str = DEFAULT_KB
 
 
 @dataclass(slots=True)
@@ -168,3 +178,19 @@ class JobRecord:
     progress: float
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeBase:
+    """A named set of documents with its own indexing and answering settings. Unset fields
+    fall back to the deployment's settings."""
+
+    tenant_id: str
+    name: str
+    description: str = ""
+    embedding_profile: str = "default"
+    chunk_max_tokens: int | None = None
+    chunk_overlap_tokens: int | None = None
+    llm_model: str | None = None  # a model or LoRA adapter name on the OpenAI-compatible server
+    sensitivity: str | None = None  # a label routing rules can match ("restricted", ...)
+    created_at: datetime | None = None

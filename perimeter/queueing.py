@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
+from perimeter.tracing import inject_trace_headers
+
 if TYPE_CHECKING:
     from perimeter.settings import Settings
 
@@ -65,7 +67,12 @@ class CeleryIngestQueue:
         return self._app
 
     def enqueue_ingest(self, document_id: str) -> None:
-        self._app.send_task(INGEST_TASK, args=[document_id], queue=self._queue)
+        # The caller's trace (the upload request) continues in the worker: W3C traceparent in
+        # the message headers. None when tracing is off or no span is current.
+        trace_headers = inject_trace_headers()
+        self._app.send_task(
+            INGEST_TASK, args=[document_id], queue=self._queue, headers=trace_headers or None
+        )
 
     def ping(self) -> bool:
         try:

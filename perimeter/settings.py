@@ -9,8 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -94,6 +95,14 @@ class BrokerSettings(BaseModel):
         "Celery kills it as hung. Celery's 4 s default kills every replacement child on a busy "
         "host, so a worker that lost a child (OOM, crash) never processes again.",
     )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port on which `perimeter worker` serves Prometheus metrics (/metrics): "
+        "documents and chunks indexed, embedding batch sizes, task durations and outcomes, summed "
+        "over its processes. 0: no metrics server. The --metrics-port option overrides it.",
+    )
 
 
 class EmbeddingSettings(BaseModel):
@@ -130,6 +139,21 @@ class EmbeddingSettings(BaseModel):
         description="Prepended to every chunk before embedding (models such as E5 expect "
         "'passage: ').",
     )
+    micro_batch_max: int = Field(
+        default=64,
+        ge=0,
+        description="Cross-document micro-batching: ingestion tasks running at once in one "
+        "worker process (`perimeter up`, `perimeter worker --pool threads`) have their chunks "
+        "embedded together in one model call of at most this many texts, instead of one small "
+        "call per document. 0 disables it.",
+    )
+    micro_batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Longest a micro-batch waits for more documents before it runs, in ms, and "
+        "only when the previous batch already held several documents; a lone document never "
+        "waits. 0: batches form only from documents that arrive while the model is busy.",
+    )
 
 
 class ChunkingSettings(BaseModel):
@@ -146,6 +170,29 @@ class ParserSettings(BaseModel):
         default=300,
         description="Time budget for parsing one document, in seconds (reserved: not enforced "
         "yet; the task time limits apply).",
+    )
+
+
+class LLMRoute(BaseModel):
+    """One routing rule: send matching questions to ``model``. Every condition that is set must
+    hold; conditions left unset match anything. Rules are tried in order, first match wins."""
+
+    model: str = Field(
+        description="Model (or LoRA adapter) name the OpenAI-compatible server serves, e.g. "
+        "'llama-3.1-8b-instruct' or an adapter registered with vLLM's --lora-modules."
+    )
+    collections: list[str] | None = Field(
+        default=None, description="Match questions asked of one of these knowledge bases."
+    )
+    sensitivity: list[str] | None = Field(
+        default=None,
+        description="Match knowledge bases whose sensitivity label is one of these.",
+    )
+    min_question_chars: int | None = Field(
+        default=None, ge=0, description="Match questions at least this long (characters)."
+    )
+    max_question_chars: int | None = Field(
+        default=None, ge=0, description="Match questions at most this long (characters)."
     )
 
 
@@ -194,6 +241,13 @@ class LLMSettings(BaseModel):
     embedded_ctx: int = Field(
         default=4096,
         description="Context window (tokens) of the embedded LLM server.",
+    )
+    routes: list[LLMRoute] = Field(
+        default_factory=list,
+        description="Routing rules, tried in order before a knowledge base's own model: JSON "
+        'list of {"model", "collections", "sensitivity", "min_question_chars", '
+        '"max_question_chars"}, e.g. [{"model": "llama-70b", "min_question_chars": 400}]. '
+        "No match: the knowledge base's llm_model, else llm.model.",
     )
 
 
@@ -285,8 +339,13 @@ class APISettings(BaseModel):
         description="Most files in one upload request.",
     )
     embedded_worker_concurrency: int = Field(
-        default=2,
-        description="Ingestion worker threads that `perimeter up` runs in its own process.",
+        default=8,
+        ge=1,
+        description="Ingestion worker threads that `perimeter up` runs in its own process. "
+        "Several documents in flight keep the embedder busy while others are parsed and "
+        "written, and let their chunks share model calls (embedding.micro_batch_max); batches "
+        "only form with 3 threads or more. More threads take more memory: the server peaked at "
+        "1.6 GB with 8 and 1.0 GB with 2 while indexing CISI (BENCHMARKS.md).",
     )
 
 
@@ -351,6 +410,79 @@ class LogSettings(BaseModel):
     )
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing (perimeter/tracing.py, docs/operations.md#tracing). Off by default;
+    when on, spans go only to the collector named here, inside the perimeter."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Trace API requests, ingestion and questions with OpenTelemetry. Off: no "
+        "span is recorded or exported.",
+    )
+    exporter: Literal["otlp-http", "console"] = Field(
+        default="otlp-http",
+        description="'otlp-http': OTLP/HTTP (protobuf) to `endpoint`, an OpenTelemetry Collector "
+        "inside the perimeter; 'console': spans as JSON lines on stderr, for debugging.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces URL of the in-perimeter collector, e.g. "
+        "http://otel-collector:4318/v1/traces. Required when enabled with the otlp-http "
+        "exporter; `perimeter doctor` checks that its host is internal.",
+    )
+    headers: SecretStr | None = Field(
+        default=None,
+        description="Extra HTTP headers sent to the collector, as name=value pairs separated by "
+        "commas (e.g. 'authorization=Bearer <token>').",
+    )
+    timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Timeout of one export request to the collector, in seconds.",
+    )
+    service_name: str = Field(
+        default="perimeter", description="The service.name resource attribute of every span."
+    )
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces that are recorded (by trace id). A request carrying a "
+        "W3C traceparent follows its caller's sampling decision instead.",
+    )
+
+    @model_validator(mode="after")
+    def _check_endpoint(self) -> TracingSettings:
+        if self.endpoint is not None:
+            parts = urlsplit(self.endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"tracing.endpoint {self.endpoint!r} is not an http(s) URL; give the OTLP/HTTP "
+                    "traces URL of your collector, e.g. http://otel-collector:4318/v1/traces"
+                )
+        elif self.enabled and self.exporter == "otlp-http":
+            raise ValueError(
+                "tracing is enabled with the otlp-http exporter but tracing.endpoint "
+                "(PERIMETER_TRACING__ENDPOINT) is unset: set it to the OTLP/HTTP traces URL of the "
+                "OpenTelemetry Collector inside your perimeter, e.g. "
+                "http://otel-collector:4318/v1/traces (or use PERIMETER_TRACING__EXPORTER=console)"
+            )
+        return self
+
+
+class KnowledgeBaseSettings(BaseModel):
+    embedding_profiles: dict[str, EmbeddingSettings] = Field(
+        default_factory=dict,
+        description="Extra embedding models a knowledge base may choose at creation, by name: "
+        'JSON, e.g. {"bge-m3": {"kind": "bge-m3", "model": "/models/bge-m3", "device": '
+        '"cuda"}}. Profile "default" is the embedding.* settings. Each profile has its own '
+        "Qdrant collection (<qdrant.collection>__<profile>) and loads its model on first use.",
+    )
+    max_per_tenant: int = Field(
+        default=100, ge=1, description="Most knowledge bases one tenant may create."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PERIMETER_", env_nested_delimiter="__", extra="ignore"
@@ -367,7 +499,9 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     api: APISettings = APISettings()
     log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
     auth: AuthSettings = AuthSettings()
+    kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
     allowed_networks: list[str] = Field(
         default_factory=list,
         description="CIDRs besides loopback and private ranges that configured endpoints may "

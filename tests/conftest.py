@@ -35,6 +35,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_gracefully(proc: Any, timeout_s: float) -> None:
+    """SIGINT a started `perimeter up` (its warm shutdown), then kill it if it overstays."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_until_ready(proc: Any, url: str, log_path: Path, timeout_s: float) -> None:
     """Poll a started `perimeter up` process until /readyz answers 200; fail the test with the
     tail of its log if it exits or is not ready in time."""

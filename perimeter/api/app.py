@@ -9,16 +9,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from opentelemetry.trace import Tracer
 from starlette.responses import Response
 
 from perimeter.api.errors import error_response, install_error_handlers
-from perimeter.api.routes import documents, health, metrics, openai_compat, query, web
+from perimeter.api.routes import (
+    collections,
+    documents,
+    health,
+    metrics,
+    openai_compat,
+    query,
+    web,
+)
 from perimeter.auth import routes as admin_routes
 from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.composition import Services, build_services
 from perimeter.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 from perimeter.observability import Metrics
 from perimeter.settings import Settings, get_settings
+from perimeter.tracing import TracingMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 time.perf_counter() - started
             )
 
+    if effective.tracing.enabled:
+        # Added before request_id, so it runs inside it and its span carries the request id.
+        def current_tracer() -> Tracer | None:
+            svc: Services | None = getattr(app.state, "services", None)
+            return svc.tracing.tracer if svc is not None else None
+
+        app.add_middleware(TracingMiddleware, tracer=current_tracer)
+
     @app.middleware("http")
     async def request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
         # Every log line and error body of this request carries the id, and the response
@@ -106,6 +124,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.include_router(health.router)
     app.include_router(documents.router)
+    app.include_router(collections.router)
     app.include_router(query.router)
     app.include_router(admin_routes.router)
     app.include_router(openai_compat.router)

@@ -19,6 +19,7 @@ from perimeter.backends.blob_store import FileTooLarge
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
+from perimeter.knowledge_bases import KnowledgeBaseNotFound, UnknownEmbeddingProfile
 from perimeter.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ def error_response(
     if details is not None:
         body["details"] = details
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def store_unavailable_message(exc: StoreUnavailable) -> str:
+    if exc.where:
+        return f"Qdrant not reachable at {exc.where}; is the service up? Try again shortly"
+    return "the vector store is not reachable; try again shortly"
 
 
 def _clean_validation(errors: list[Any]) -> list[dict[str, Any]]:
@@ -98,13 +105,25 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _too_large(_: Request, exc: FileTooLarge) -> JSONResponse:
         return error_response(413, "file_too_large", str(exc))
 
+    @app.exception_handler(KnowledgeBaseNotFound)
+    async def _no_kb(_: Request, exc: KnowledgeBaseNotFound) -> JSONResponse:
+        return error_response(
+            404,
+            "collection_not_found",
+            f"no collection named {str(exc)!r}; GET /v1/collections lists them",
+        )
+
+    @app.exception_handler(UnknownEmbeddingProfile)
+    async def _no_profile(_: Request, exc: UnknownEmbeddingProfile) -> JSONResponse:
+        return error_response(503, "embedding_profile_unavailable", str(exc))
+
     @app.exception_handler(StoreUnavailable)
     async def _store(_: Request, exc: StoreUnavailable) -> JSONResponse:
         log.warning("vector store unavailable: %s", exc)
         return error_response(
             503,
             "vector_store_unavailable",
-            "the vector store is not reachable; try again shortly",
+            store_unavailable_message(exc),
             headers={"Retry-After": "5"},
         )
 

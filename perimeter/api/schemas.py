@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from perimeter.domain import DocumentRecord, JobRecord
+from perimeter.domain import DEFAULT_KB, DocumentRecord, JobRecord
 
 
 class ErrorBody(BaseModel):
@@ -32,6 +32,7 @@ class DocumentOut(BaseModel):
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    collection: str = DEFAULT_KB
 
     @classmethod
     def of(cls, d: DocumentRecord) -> DocumentOut:
@@ -45,6 +46,7 @@ class DocumentOut(BaseModel):
             chunk_count=d.chunk_count,
             pages=d.pages,
             metadata=d.metadata,
+            collection=d.kb,
             created_at=d.created_at,
             updated_at=d.updated_at,
         )
@@ -114,6 +116,9 @@ class QueryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=4000)
+    collection: str = Field(
+        default=DEFAULT_KB, max_length=64, description="Knowledge base to ask; default: 'default'."
+    )
     top_k: int = Field(default=5, ge=1, le=50)
     filters: QueryFilters | None = None
     stream: bool = False
@@ -165,3 +170,46 @@ class QueryResponse(BaseModel):
     degraded: bool = False
     usage: UsageOut
     timings: dict[str, float]
+    model: str | None = Field(
+        default=None, description="The LLM that wrote the answer (routing); null if none did."
+    )
+
+
+class CollectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="a-z, 0-9, '-', '_'")
+    description: str = Field(default="", max_length=2000)
+    embedding_profile: str = Field(
+        default="default",
+        max_length=64,
+        description="An embedding profile of this deployment (GET /v1/collections lists them).",
+    )
+    chunk_max_tokens: int | None = Field(default=None, ge=16, le=8192)
+    chunk_overlap_tokens: int | None = Field(default=None, ge=0, le=4096)
+    llm_model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Model or LoRA adapter name on the LLM server that answers this collection.",
+    )
+    sensitivity: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Label routing rules can match."
+    )
+
+
+class CollectionOut(BaseModel):
+    name: str
+    description: str
+    embedding_profile: str
+    chunk_max_tokens: int
+    chunk_overlap_tokens: int
+    llm_model: str | None
+    sensitivity: str | None
+    document_count: int
+    created_at: datetime | None
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionOut]
+    embedding_profiles: list[str]

@@ -40,16 +40,19 @@ def list_visible_documents(
     status: DocumentStatus | None = None,
     limit: int = 100,
     offset: int = 0,
+    kb: str | None = None,
 ) -> list[DocumentRecord]:
     """``SqlMetadataStore.list_documents`` narrowed to what a caller with ``groups`` may read
     (``None``: no restriction)."""
     if groups is None:
-        return metadata.list_documents(tenant_id, status, limit, offset)
+        return metadata.list_documents(tenant_id, status, limit, offset, kb)
     from perimeter.backends.sql_metadata import _doc
 
     query = sa.select(documents).where(documents.c.tenant_id == tenant_id, _visible_clause(groups))
     if status is not None:
         query = query.where(documents.c.status == status.value)
+    if kb is not None:
+        query = query.where(documents.c.kb == kb)
     query = (
         query.order_by(documents.c.created_at.desc(), documents.c.id).limit(limit).offset(offset)
     )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from perimeter.api.errors import APIError
 from perimeter.auth.principal import InvalidGroups, Principal, parse_groups
-from perimeter.domain import DocumentRecord, JobRecord, document_id_for
+from perimeter.domain import DEFAULT_KB, DocumentRecord, JobRecord, document_id_for
 
 if TYPE_CHECKING:
     from perimeter.composition import Services
@@ -70,14 +70,18 @@ def upload_groups(raw: str | None, principal: Principal) -> list[str]:
 
 
 def check_not_hidden_duplicate(
-    services: Services, principal: Principal, content_hash: str, filename: str
+    services: Services,
+    principal: Principal,
+    content_hash: str,
+    filename: str,
+    kb: str = DEFAULT_KB,
 ) -> None:
     """Same bytes in one tenant are one document. If that document exists but this caller may
     not read it, accepting the upload as a "duplicate" would hand out its id; refuse instead.
     (The caller, who holds the exact bytes, learns that someone in the tenant has them too:
     documented in docs/security.md.)"""
     existing = services.metadata.get_document(
-        principal.tenant_id, document_id_for(principal.tenant_id, content_hash)
+        principal.tenant_id, document_id_for(principal.tenant_id, content_hash, kb)
     )
     if existing is not None and not principal.can_read(existing.groups):
         raise APIError(

@@ -19,6 +19,10 @@ ROUTE_SCOPES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/models"): frozenset({"query"}),
     ("GET", "/v1/models/{model}"): frozenset({"query"}),
     ("GET", "/v1/admin/audit"): frozenset({"admin"}),
+    ("POST", "/v1/collections"): frozenset({"admin"}),
+    ("GET", "/v1/collections"): frozenset({"ingest", "query"}),
+    ("GET", "/v1/collections/{name}"): frozenset({"ingest", "query"}),
+    ("DELETE", "/v1/collections/{name}"): frozenset({"admin"}),
 }
 
 

@@ -60,13 +60,16 @@ class OpenAICompatibleLLM:
         return self._client
 
     def complete(
-        self, messages: Sequence[ChatMessage], max_tokens: int | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        max_tokens: int | None = None,
+        model: str | None = None,
     ) -> Completion:
         import openai
 
         try:
             response = self.client.chat.completions.create(
-                model=self._model,
+                model=model or self._model,
                 messages=_wire(messages),
                 max_tokens=max_tokens or self._max_tokens,
                 temperature=self._temperature,
@@ -79,13 +82,14 @@ class OpenAICompatibleLLM:
             raise LLMUnavailable(f"LLM server at {self._base_url} unavailable: {exc}") from exc
         except openai.APIStatusError as exc:
             raise LLMUnavailable(
-                f"LLM server at {self._base_url} answered {exc.status_code}"
+                f"LLM server at {self._base_url} answered {exc.status_code} for model "
+                f"{model or self._model!r}"
             ) from exc
         choice = response.choices[0]
         usage = response.usage
         return Completion(
             text=(choice.message.content or "").strip(),
-            model=response.model or self._model,
+            model=response.model or model or self._model,
             usage=Usage(
                 prompt_tokens=int(usage.prompt_tokens) if usage else 0,
                 completion_tokens=int(usage.completion_tokens) if usage else 0,
@@ -93,13 +97,16 @@ class OpenAICompatibleLLM:
         )
 
     def stream(
-        self, messages: Sequence[ChatMessage], max_tokens: int | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        max_tokens: int | None = None,
+        model: str | None = None,
     ) -> Iterator[str]:
         import openai
 
         try:
             stream = self.client.chat.completions.create(
-                model=self._model,
+                model=model or self._model,
                 messages=_wire(messages),
                 max_tokens=max_tokens or self._max_tokens,
                 temperature=self._temperature,
@@ -116,7 +123,8 @@ class OpenAICompatibleLLM:
             raise LLMUnavailable(f"LLM server at {self._base_url} unavailable: {exc}") from exc
         except openai.APIStatusError as exc:
             raise LLMUnavailable(
-                f"LLM server at {self._base_url} answered {exc.status_code}"
+                f"LLM server at {self._base_url} answered {exc.status_code} for model "
+                f"{model or self._model!r}"
             ) from exc
 
     def ping(self) -> bool:

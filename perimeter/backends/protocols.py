@@ -98,11 +98,19 @@ class LLM(Protocol):
     def model_name(self) -> str: ...
 
     def complete(
-        self, messages: Sequence[ChatMessage], max_tokens: int | None = None
-    ) -> Completion: ...
+        self,
+        messages: Sequence[ChatMessage],
+        max_tokens: int | None = None,
+        model: str | None = None,
+    ) -> Completion:
+        """``model``: another model (or LoRA adapter) on the same server; None: the default."""
+        ...
 
     def stream(
-        self, messages: Sequence[ChatMessage], max_tokens: int | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        max_tokens: int | None = None,
+        model: str | None = None,
     ) -> Iterator[str]: ...
 
     def ping(self) -> bool: ...

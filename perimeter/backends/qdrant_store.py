@@ -6,13 +6,14 @@ The same code serves a Qdrant server (production) and qdrant-client's local mode
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perimeter.domain import ChunkRecord, ScoredChunk, SearchFilter, SparseVector
+from perimeter.domain import ChunkRecord, ScoredChunk, SearchFilter, SparseVector, point_id_for
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -49,8 +50,57 @@ class _Serialized:
         return call
 
 
+def _scope(tenant_id: str, kb: str) -> str:
+    # Neither tenant ids nor knowledge base names may contain "/", so the pair is unambiguous.
+    return f"{tenant_id}/{kb}"
+
+
 class StoreUnavailable(RuntimeError):
-    """The vector store cannot be reached; callers answer 503 with Retry-After."""
+    """The vector store cannot be reached; callers answer 503 with Retry-After. ``where``: the
+    Qdrant server URL, when the store is a server."""
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Connection refused, DNS failure, timeout, or a proxy in front answering 502/503/504."""
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code in (502, 503, 504)
+    return isinstance(
+        exc, ResponseHandlingException | httpx.TransportError | ConnectionError | TimeoutError
+    )
+
+
+class _Unavailable:
+    """Proxy for a Qdrant *server* client: every call that fails because the server cannot be
+    reached raises StoreUnavailable naming the URL, so every public method of the store (and
+    every caller above it) sees one exception type for "Qdrant is down"."""
+
+    def __init__(self, target: Any, url: str) -> None:
+        self._target = target
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as exc:
+                if _unreachable(exc):
+                    raise StoreUnavailable(
+                        f"Qdrant not reachable at {self._url}: {exc}", where=self._url
+                    ) from exc
+                raise
+
+        return call
 
 
 class QdrantChunkStore:
@@ -82,21 +132,38 @@ class QdrantChunkStore:
         # Re-entrant: ensure_collection holds it while the client property may take it again.
         self._lock = threading.RLock()
         self._ready = False
+        # A sibling (another collection on the same client) delegates its client to its owner.
+        self._owner: QdrantChunkStore | None = None
 
     @property
     def collection(self) -> str:
         return self._collection
 
+    def sibling(self, collection: str) -> QdrantChunkStore:
+        """The same store on another collection, sharing this one's client: local mode allows
+        one client per folder, and a server needs no second connection pool."""
+        other = copy.copy(self)
+        other._collection = collection
+        other._ready = False
+        other._client = None  # never closes the owner's client
+        other._owner = self
+        return other
+
     @property
     def client(self) -> QdrantClient:
+        if self._owner is not None:
+            return self._owner.client
         if self._client is None:
             with self._lock:
                 if self._client is None:
                     from qdrant_client import QdrantClient
 
                     if self._url is not None:
-                        self._client = QdrantClient(
-                            url=self._url, api_key=self._api_key, timeout=int(self._timeout_s)
+                        self._client = _Unavailable(  # type: ignore[assignment]
+                            QdrantClient(
+                                url=self._url, api_key=self._api_key, timeout=int(self._timeout_s)
+                            ),
+                            self._url,
                         )
                     else:
                         assert self._path is not None
@@ -143,6 +210,8 @@ class QdrantChunkStore:
                         ("document_id", qm.PayloadSchemaType.KEYWORD),
                         ("filename", qm.PayloadSchemaType.KEYWORD),
                         ("groups", qm.PayloadSchemaType.KEYWORD),
+                        ("kb", qm.PayloadSchemaType.KEYWORD),
+                        ("scope", qm.PayloadSchemaType.KEYWORD),
                     )
                 )
                 for field, schema in indexed_fields:
@@ -196,6 +265,8 @@ class QdrantChunkStore:
                             "section": r.section,
                             "metadata": r.metadata,
                             "groups": r.groups or [PUBLIC_GROUP],
+                            "kb": r.kb,
+                            "scope": _scope(r.tenant_id, r.kb),
                         },
                     )
                 )
@@ -221,12 +292,19 @@ class QdrantChunkStore:
         stragglers."""
         from qdrant_client.http import models as qm
 
+        client = self._client_or_raise()
+        # A document's chunks always hold the indices 0..n-1 with no gap: a run upserts them in
+        # ascending order, and deletes take a tail or everything. So when chunk `keep` is absent
+        # there is no tail to drop. One lookup by id, instead of a filtered delete, which local
+        # mode answers by testing every point of the collection in Python: that made indexing
+        # N documents cost O(N²) (BENCHMARKS.md, "Ingestion throughput").
+        probe = point_id_for(document_id, keep)
+        if not client.retrieve(self._collection, ids=[probe], with_payload=False):
+            return
         flt = self._filter(SearchFilter(tenant_id=tenant_id, document_ids=[document_id]))
         assert flt.must is not None and isinstance(flt.must, list)
         flt.must.append(qm.FieldCondition(key="chunk_index", range=qm.Range(gte=keep)))
-        self._client_or_raise().delete(
-            self._collection, points_selector=qm.FilterSelector(filter=flt), wait=True
-        )
+        client.delete(self._collection, points_selector=qm.FilterSelector(filter=flt), wait=True)
 
     # -- reads -----------------------------------------------------------------------------
     def count_document(self, tenant_id: str, document_id: str) -> int:
@@ -347,15 +425,24 @@ class QdrantChunkStore:
     def _client_or_raise(self) -> QdrantClient:
         try:
             return self.client
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # connection refused, lock held by another process, ...
-            raise StoreUnavailable(f"vector store unavailable: {exc}") from exc
+            raise StoreUnavailable(f"vector store unavailable: {exc}", where=self._url) from exc
 
     @staticmethod
     def _filter(flt: SearchFilter) -> qm.Filter:
         from qdrant_client.http import models as qm
 
+        # A search names a knowledge base: one condition on its tenant-qualified scope, not two
+        # (tenant, then kb). Local mode evaluates every condition on every point in Python, so
+        # each one costs a full scan (bench/profile_local_search.py).
         must: list[Any] = [
             qm.FieldCondition(key="tenant_id", match=qm.MatchValue(value=flt.tenant_id))
+            if flt.kb is None
+            else qm.FieldCondition(
+                key="scope", match=qm.MatchValue(value=_scope(flt.tenant_id, flt.kb))
+            )
         ]
         if flt.document_ids is not None:
             must.append(

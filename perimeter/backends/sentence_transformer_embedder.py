@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ class SentenceTransformerEmbedder:
         self._query_prefix = query_prefix
         self._document_prefix = document_prefix
         self._model: SentenceTransformer | None = None
+        self._count_tokenizer: Any = None
         self._lock = threading.Lock()
 
     # -- loading ---------------------------------------------------------------------------
@@ -78,8 +80,22 @@ class SentenceTransformerEmbedder:
         return int(self.model.max_seq_length or 512)
 
     def count_tokens(self, text: str) -> int:
-        tokenizer: Any = self.model.tokenizer
+        tokenizer = self._count_tokenizer or self._make_count_tokenizer()
         return len(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+
+    def _make_count_tokenizer(self) -> Any:
+        """A tokenizer of its own for counting. A Hugging Face fast tokenizer keeps its
+        truncation and padding settings as state that every call resets: chunking (no
+        truncation) and encode (padding, truncation) sharing one, from several worker threads,
+        made encode fail ("Unable to create tensor ... padding=True") or counts come out
+        wrong. The copy is switched to counting settings once, before any thread sees it."""
+        model = self.model  # outside the lock: loading the model takes it too
+        with self._lock:
+            if self._count_tokenizer is None:
+                tokenizer = copy.deepcopy(model.tokenizer)
+                tokenizer("warm up", add_special_tokens=False, truncation=False)
+                self._count_tokenizer = tokenizer
+        return self._count_tokenizer
 
     def encode_documents(self, texts: Sequence[str]) -> list[EncodedText]:
         return self._encode([self._document_prefix + t for t in texts])

@@ -17,7 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from perimeter.domain import DocumentRecord, DocumentStatus, JobRecord, JobStatus
+from perimeter.domain import (
+    DEFAULT_KB,
+    DocumentRecord,
+    DocumentStatus,
+    JobRecord,
+    JobStatus,
+    KnowledgeBase,
+)
 
 metadata_obj = sa.MetaData()
 
@@ -39,7 +46,23 @@ documents = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("tenant_id", "content_hash", name="uq_documents_tenant_hash"),
+    # The knowledge base. The id is derived from (tenant, knowledge base, content hash), so the
+    # primary key alone makes "same bytes, same tenant, same knowledge base" one document.
+    sa.Column("kb", sa.String(64), nullable=False, server_default=DEFAULT_KB),
+)
+
+knowledge_bases = sa.Table(
+    "knowledge_bases",
+    metadata_obj,
+    sa.Column("tenant_id", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("embedding_profile", sa.String(64), nullable=False),
+    sa.Column("chunk_max_tokens", sa.Integer, nullable=True),
+    sa.Column("chunk_overlap_tokens", sa.Integer, nullable=True),
+    sa.Column("llm_model", sa.String(255), nullable=True),
+    sa.Column("sensitivity", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 jobs = sa.Table(
@@ -56,6 +79,11 @@ jobs = sa.Table(
 )
 
 sa.Index("ix_documents_tenant_status", documents.c.tenant_id, documents.c.status)
+sa.Index("ix_documents_tenant_kb", documents.c.tenant_id, documents.c.kb)
+
+
+class KnowledgeBaseExists(Exception):
+    pass
 
 
 def _now() -> datetime:
@@ -89,6 +117,30 @@ class SqlMetadataStore:
 
     def create_schema(self) -> None:
         metadata_obj.create_all(self.engine)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a database made by an earlier version up to this schema (additive only)."""
+        inspector = sa.inspect(self.engine)
+        columns = {c["name"] for c in inspector.get_columns("documents")}
+        if "kb" in columns:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                sa.text(
+                    "ALTER TABLE documents ADD COLUMN kb VARCHAR(64) NOT NULL "
+                    f"DEFAULT '{DEFAULT_KB}'"
+                )
+            )
+            if self.engine.dialect.name == "postgresql":
+                # Uniqueness now comes from the id, which includes the knowledge base. (SQLite
+                # cannot drop a table constraint in place; an old SQLite file keeps one copy of
+                # a file per tenant across knowledge bases.)
+                conn.execute(
+                    sa.text(
+                        "ALTER TABLE documents DROP CONSTRAINT IF EXISTS uq_documents_tenant_hash"
+                    )
+                )
 
     def ping(self) -> bool:
         try:
@@ -102,6 +154,11 @@ class SqlMetadataStore:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+    def _first(self, query: Any) -> Any:
+        """The first row of ``query`` as a mapping, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(query).mappings().first()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -120,6 +177,7 @@ class SqlMetadataStore:
         size_bytes: int,
         metadata: dict[str, Any],
         groups: list[str],
+        kb: str = DEFAULT_KB,
     ) -> tuple[DocumentRecord, JobRecord, bool]:
         """Insert the document and its first job in one transaction.
 
@@ -144,6 +202,7 @@ class SqlMetadataStore:
                         pages=None,
                         metadata=metadata,
                         groups=groups,
+                        kb=kb,
                         attempts=0,
                         created_at=now,
                         updated_at=now,
@@ -174,26 +233,16 @@ class SqlMetadataStore:
         return doc, job, True
 
     def get_document(self, tenant_id: str, document_id: str) -> DocumentRecord | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    sa.select(documents).where(
-                        documents.c.id == document_id, documents.c.tenant_id == tenant_id
-                    )
-                )
-                .mappings()
-                .first()
+        row = self._first(
+            sa.select(documents).where(
+                documents.c.id == document_id, documents.c.tenant_id == tenant_id
             )
+        )
         return _doc(row) if row else None
 
     def get_document_any_tenant(self, document_id: str) -> DocumentRecord | None:
         """For the worker, which is handed a document id by the queue."""
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(sa.select(documents).where(documents.c.id == document_id))
-                .mappings()
-                .first()
-            )
+        row = self._first(sa.select(documents).where(documents.c.id == document_id))
         return _doc(row) if row else None
 
     def list_documents(
@@ -202,8 +251,11 @@ class SqlMetadataStore:
         status: DocumentStatus | None = None,
         limit: int = 100,
         offset: int = 0,
+        kb: str | None = None,
     ) -> list[DocumentRecord]:
         query = sa.select(documents).where(documents.c.tenant_id == tenant_id)
+        if kb is not None:
+            query = query.where(documents.c.kb == kb)
         if status is not None:
             query = query.where(documents.c.status == status.value)
         query = (
@@ -343,30 +395,97 @@ class SqlMetadataStore:
             ).mappings()
             return [_doc(r) for r in rows]
 
+    # -- knowledge bases -------------------------------------------------------------------
+    def create_kb(self, kb: KnowledgeBase) -> KnowledgeBase:
+        """Raises KnowledgeBaseExists when the tenant already has one by that name."""
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    knowledge_bases.insert().values(
+                        tenant_id=kb.tenant_id,
+                        name=kb.name,
+                        description=kb.description,
+                        embedding_profile=kb.embedding_profile,
+                        chunk_max_tokens=kb.chunk_max_tokens,
+                        chunk_overlap_tokens=kb.chunk_overlap_tokens,
+                        llm_model=kb.llm_model,
+                        sensitivity=kb.sensitivity,
+                        created_at=_now(),
+                    )
+                )
+        except sa.exc.IntegrityError as exc:
+            raise KnowledgeBaseExists(kb.name) from exc
+        created = self.get_kb(kb.tenant_id, kb.name)
+        assert created is not None
+        return created
+
+    def get_kb(self, tenant_id: str, name: str) -> KnowledgeBase | None:
+        row = self._first(
+            sa.select(knowledge_bases).where(
+                knowledge_bases.c.tenant_id == tenant_id, knowledge_bases.c.name == name
+            )
+        )
+        return _kb(row) if row else None
+
+    def list_kbs(self, tenant_id: str) -> list[KnowledgeBase]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(knowledge_bases)
+                .where(knowledge_bases.c.tenant_id == tenant_id)
+                .order_by(knowledge_bases.c.name)
+            ).mappings()
+            return [_kb(r) for r in rows]
+
+    def count_kbs(self, tenant_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(knowledge_bases.c.tenant_id == tenant_id)
+                ).scalar()
+                or 0
+            )
+
+    def delete_kb(self, tenant_id: str, name: str) -> bool:
+        with self._tx() as conn:
+            deleted = conn.execute(
+                knowledge_bases.delete().where(
+                    knowledge_bases.c.tenant_id == tenant_id, knowledge_bases.c.name == name
+                )
+            ).rowcount
+        return bool(deleted)
+
+    def kb_document_counts(self, tenant_id: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(documents.c.kb, sa.func.count())
+                .where(documents.c.tenant_id == tenant_id)
+                .group_by(documents.c.kb)
+            ).all()
+        return {str(k): int(n) for k, n in rows}
+
+    def document_ids_in_kb(self, tenant_id: str, name: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return [
+                str(r)
+                for r in conn.execute(
+                    sa.select(documents.c.id).where(
+                        documents.c.tenant_id == tenant_id, documents.c.kb == name
+                    )
+                ).scalars()
+            ]
+
     # -- jobs ------------------------------------------------------------------------------
     def get_job(self, tenant_id: str, job_id: str) -> JobRecord | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    sa.select(jobs).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id)
-                )
-                .mappings()
-                .first()
-            )
+        row = self._first(sa.select(jobs).where(jobs.c.id == job_id, jobs.c.tenant_id == tenant_id))
         return _job(row) if row else None
 
     def latest_job(self, document_id: str) -> JobRecord | None:
-        with self.engine.connect() as conn:
-            row = (
-                conn.execute(
-                    sa.select(jobs)
-                    .where(jobs.c.document_id == document_id)
-                    .order_by(jobs.c.created_at.desc())
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
+        row = self._first(
+            sa.select(jobs)
+            .where(jobs.c.document_id == document_id)
+            .order_by(jobs.c.created_at.desc())
+            .limit(1)
+        )
         return _job(row) if row else None
 
     def set_job_progress(self, document_id: str, progress: float) -> None:
@@ -410,6 +529,21 @@ def _doc(row: Any) -> DocumentRecord:
         created_at=_aware(row["created_at"]),
         updated_at=_aware(row["updated_at"]),
         groups=list(row["groups"] or []),
+        kb=row["kb"] or DEFAULT_KB,
+    )
+
+
+def _kb(row: Any) -> KnowledgeBase:
+    return KnowledgeBase(
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        description=row["description"] or "",
+        embedding_profile=row["embedding_profile"],
+        chunk_max_tokens=row["chunk_max_tokens"],
+        chunk_overlap_tokens=row["chunk_overlap_tokens"],
+        llm_model=row["llm_model"],
+        sensitivity=row["sensitivity"],
+        created_at=_aware(row["created_at"]),
     )
 
 

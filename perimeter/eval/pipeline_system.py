@@ -28,8 +28,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from perimeter.backends.embedder_proxy import EmbedderProxy
 from perimeter.domain import (
     Chunk,
     ChunkRecord,
@@ -55,7 +56,7 @@ BODY_CATEGORY = "NarrativeText"
 UPSERT_RECORDS = 2048
 
 
-class _BatchedDocuments:
+class _BatchedDocuments(EmbedderProxy):
     """Embedder proxy whose document vectors can be computed ahead, many texts per call.
 
     ``IngestionService.records_for`` encodes the chunks of one document per call, which on a
@@ -66,25 +67,8 @@ class _BatchedDocuments:
     """
 
     def __init__(self, inner: Embedder) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._ready: dict[str, EncodedText] = {}
-
-    @property
-    def dimension(self) -> int:
-        return self._inner.dimension
-
-    @property
-    def has_sparse(self) -> bool:
-        return self._inner.has_sparse
-
-    def warm_up(self) -> None:
-        self._inner.warm_up()
-
-    def count_tokens(self, text: str) -> int:
-        return self._inner.count_tokens(text)
-
-    def encode_queries(self, texts: Sequence[str]) -> list[EncodedText]:
-        return self._inner.encode_queries(texts)
 
     def encode_documents(self, texts: Sequence[str]) -> list[EncodedText]:
         missing = [t for t in dict.fromkeys(texts) if t not in self._ready]
@@ -99,9 +83,6 @@ class _BatchedDocuments:
 
     def clear(self) -> None:
         self._ready.clear()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 class PipelineSearchSystem:

@@ -15,10 +15,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from opentelemetry.trace import NoOpTracer, StatusCode, Tracer, get_current_span
+
 from perimeter.backends.blob_store import BlobStore
 from perimeter.backends.protocols import ChunkStore, DocumentParser, Embedder, SparseEncoder
 from perimeter.backends.sql_metadata import SqlMetadataStore
 from perimeter.domain import (
+    DEFAULT_KB,
     Chunk,
     ChunkRecord,
     DocumentRecord,
@@ -44,6 +47,18 @@ class IngestObserver(Protocol):
 
 class PermanentIngestError(Exception):
     """Retrying will not help (bad file, no text): the document is marked failed at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexTarget:
+    """Where and how one document is indexed: its knowledge base's embedding profile (model,
+    sparse encoder, Qdrant collection) and chunking."""
+
+    embedder: Embedder
+    sparse_encoder: SparseEncoder | None
+    store: ChunkStore
+    max_tokens: int
+    overlap_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +99,23 @@ class IngestionService:
         overlap_tokens: int,
         embed_batch_size: int = 32,
         max_attempts: int = 3,
+        targets: Callable[[DocumentRecord], IndexTarget] | None = None,
+        tracer: Tracer = NoOpTracer(),
     ) -> None:
+        """``embedder``/``sparse_encoder``/``store``/chunking are the default knowledge base's;
+        ``targets`` resolves a document of any knowledge base (composition wires it to the
+        knowledge bases and their embedding profiles). It raises LookupError when the document's
+        knowledge base is gone."""
         self._metadata = metadata
         self._blobs = blobs
         self._parser = parser
-        self._embedder = embedder
-        self._sparse = sparse_encoder
-        self._store = store
-        self._max_tokens = max_tokens
-        self._overlap_tokens = overlap_tokens
         self._embed_batch_size = embed_batch_size
         self._max_attempts = max_attempts
+        self._default_target = IndexTarget(
+            embedder, sparse_encoder, store, max_tokens, overlap_tokens
+        )
+        self._targets = targets
+        self._tracer = tracer  # perimeter.tracing: ingest.* spans
         # Set by the API app that exports metrics (perimeter.observability.Metrics.bind).
         self.observer: IngestObserver | None = None
 
@@ -125,12 +146,13 @@ class IngestionService:
         tenant_id: str,
         metadata: dict[str, Any],
         groups: list[str] | None = None,
+        kb: str = DEFAULT_KB,
     ) -> Submitted:
         """Commit the file, then the metadata row + job, in that order: a row never points at a
         missing file. The caller enqueues the task only after this returns."""
         self._blobs.commit(staged.tmp_path, staged.content_hash)
         doc, job, created = self._metadata.create_document_with_job(
-            document_id=document_id_for(tenant_id, staged.content_hash),
+            document_id=document_id_for(tenant_id, staged.content_hash, kb),
             tenant_id=tenant_id,
             content_hash=staged.content_hash,
             filename=staged.filename,
@@ -138,6 +160,7 @@ class IngestionService:
             size_bytes=staged.size_bytes,
             metadata=metadata,
             groups=groups or [],
+            kb=kb,
         )
         if not created and doc.status is DocumentStatus.FAILED:
             # The same bytes again after a failure: try once more, it may have been transient.
@@ -151,11 +174,28 @@ class IngestionService:
         if doc is None:
             return False
         # Chunks first: if we crash after, a retry of the delete finds the row and finishes.
-        self._store.delete_document(tenant_id, document_id)
+        self._store_of(doc).delete_document(tenant_id, document_id)
         self._metadata.delete_document(tenant_id, document_id)
         if not self._metadata.hash_in_use(doc.content_hash):
             self._blobs.delete(doc.content_hash)
         return True
+
+    def delete_documents_of_kb(self, tenant_id: str, kb: str) -> int:
+        """Delete every document of a knowledge base (chunks, rows, unshared files)."""
+        ids = self._metadata.document_ids_in_kb(tenant_id, kb)
+        return sum(self.delete(tenant_id, doc_id) for doc_id in ids)
+
+    def target(self, doc: DocumentRecord) -> IndexTarget:
+        if self._targets is None or doc.kb == DEFAULT_KB:
+            return self._default_target
+        return self._targets(doc)
+
+    def _store_of(self, doc: DocumentRecord) -> ChunkStore:
+        try:
+            return self.target(doc).store
+        except LookupError:
+            # The knowledge base went first; its chunks were deleted with it.
+            return self._default_target.store
 
     def stale(self, older_than: timedelta) -> list[DocumentRecord]:
         return self._metadata.stale_documents(older_than)
@@ -164,13 +204,39 @@ class IngestionService:
     def process(
         self, document_id: str, on_progress: Callable[[float], None] | None = None
     ) -> ProcessOutcome:
+        with self._tracer.start_as_current_span(
+            "ingest.process", attributes={"perimeter.document.id": document_id}
+        ) as span:
+            outcome = self._process(document_id, on_progress)
+            span.set_attribute("perimeter.ingest.status", outcome.status)
+            span.set_attribute("perimeter.ingest.chunk_count", outcome.chunk_count)
+            if outcome.status == "failed":
+                span.set_status(StatusCode.ERROR, outcome.detail)
+            return outcome
+
+    def _process(
+        self, document_id: str, on_progress: Callable[[float], None] | None
+    ) -> ProcessOutcome:
         started = time.perf_counter()
         doc = self._metadata.get_document_any_tenant(document_id)
         if doc is None:
             return ProcessOutcome(document_id, "gone", detail="document was deleted")
+        get_current_span().set_attributes(
+            {
+                "perimeter.tenant.id": doc.tenant_id,
+                "perimeter.kb": doc.kb,
+                "perimeter.document.content_type": doc.content_type,
+            }
+        )
+        try:
+            target = self.target(doc)
+        except LookupError as exc:
+            reason = f"knowledge base {doc.kb!r} no longer exists ({exc})"
+            self._metadata.set_status(doc.id, DocumentStatus.FAILED, error=reason)
+            return ProcessOutcome(document_id, "failed", detail=reason)
         if (
             doc.status is DocumentStatus.INDEXED
-            and self._store.count_document(doc.tenant_id, doc.id) == doc.chunk_count
+            and target.store.count_document(doc.tenant_id, doc.id) == doc.chunk_count
         ):
             return ProcessOutcome(document_id, "skipped", doc.chunk_count, "already indexed")
 
@@ -180,24 +246,24 @@ class IngestionService:
                 f"gave up after {attempts - 1} attempts: the worker processing this file died "
                 "each time (it may be malformed or too large to parse)"
             )
-            self._fail(doc, reason)
+            self._fail(doc, reason, target)
             return ProcessOutcome(document_id, "failed", detail=reason)
 
         try:
             self._metadata.set_status(doc.id, DocumentStatus.PARSING, progress=0.05)
-            chunks, pages = self._parse_and_chunk(doc)
+            chunks, pages = self._parse_and_chunk(doc, target)
             self._metadata.set_status(doc.id, DocumentStatus.EMBEDDING, pages=pages, progress=0.2)
-            self._embed_and_upsert(doc, chunks, on_progress)
-            self._store.delete_document_tail(doc.tenant_id, doc.id, keep=len(chunks))
+            self._embed_and_upsert(doc, chunks, target, on_progress)
+            target.store.delete_document_tail(doc.tenant_id, doc.id, keep=len(chunks))
         except PermanentIngestError as exc:
-            self._fail(doc, str(exc))
+            self._fail(doc, str(exc), target)
             return ProcessOutcome(document_id, "failed", detail=str(exc))
 
         if not self._metadata.set_status(
             doc.id, DocumentStatus.INDEXED, chunk_count=len(chunks), pages=pages
         ):
             # Deleted while we worked: take our chunks back out.
-            self._store.delete_document(doc.tenant_id, doc.id)
+            target.store.delete_document(doc.tenant_id, doc.id)
             return ProcessOutcome(document_id, "gone", detail="deleted during ingestion")
         if self.observer is not None:
             self.observer.indexed(len(chunks))
@@ -208,29 +274,38 @@ class IngestionService:
     def mark_failed(self, document_id: str, reason: str) -> None:
         doc = self._metadata.get_document_any_tenant(document_id)
         if doc is not None:
-            self._fail(doc, reason)
+            self._fail(doc, reason, None)
 
-    def _fail(self, doc: DocumentRecord, reason: str) -> None:
+    def _fail(self, doc: DocumentRecord, reason: str, target: IndexTarget | None) -> None:
         # Nothing half-ingested: a failed document has no searchable chunks.
         try:
-            self._store.delete_document(doc.tenant_id, doc.id)
+            store = target.store if target is not None else self._store_of(doc)
+            store.delete_document(doc.tenant_id, doc.id)
         finally:
             self._metadata.set_status(doc.id, DocumentStatus.FAILED, error=reason)
 
-    def _parse_and_chunk(self, doc: DocumentRecord) -> tuple[list[Chunk], int | None]:
+    def _parse_and_chunk(
+        self, doc: DocumentRecord, target: IndexTarget
+    ) -> tuple[list[Chunk], int | None]:
         path = self._blobs.path_for(doc.content_hash)
         if not path.exists():
             raise PermanentIngestError("the stored file is missing (was the data folder changed?)")
         try:
-            parsed = self._parser.parse(path, doc.content_type, doc.filename)
+            with self._tracer.start_as_current_span("ingest.parse") as span:
+                parsed = self._parser.parse(path, doc.content_type, doc.filename)
+                span.set_attribute("perimeter.ingest.elements", len(parsed.elements))
+                if parsed.pages is not None:
+                    span.set_attribute("perimeter.document.pages", parsed.pages)
         except (ParseError, InvalidDocument, UnsupportedFileType) as exc:
             raise PermanentIngestError(str(exc)) from exc
-        chunks = chunk_elements(
-            parsed.elements,
-            self._embedder.count_tokens,
-            self._max_tokens,
-            self._overlap_tokens,
-        )
+        with self._tracer.start_as_current_span("ingest.chunk") as span:
+            chunks = chunk_elements(
+                parsed.elements,
+                target.embedder.count_tokens,
+                target.max_tokens,
+                target.overlap_tokens,
+            )
+            span.set_attribute("perimeter.ingest.chunk_count", len(chunks))
         if not chunks:
             raise PermanentIngestError("no extractable text in this file")
         return chunks, parsed.pages
@@ -239,24 +314,36 @@ class IngestionService:
         self,
         doc: DocumentRecord,
         chunks: list[Chunk],
+        target: IndexTarget,
         on_progress: Callable[[float], None] | None,
     ) -> None:
         step = max(1, self._embed_batch_size * 4)
         for start in range(0, len(chunks), step):
             batch = chunks[start : start + step]
-            self._store.upsert(self.records_for(doc, batch))
+            records = self.records_for(doc, batch, target)
+            with self._tracer.start_as_current_span(
+                "ingest.upsert", attributes={"perimeter.ingest.batch_size": len(records)}
+            ):
+                target.store.upsert(records)
             done = min(len(chunks), start + step) / len(chunks)
             progress = 0.2 + 0.8 * done
             self._metadata.set_job_progress(doc.id, progress)
             if on_progress is not None:
                 on_progress(progress)
 
-    def records_for(self, doc: DocumentRecord, chunks: Sequence[Chunk]) -> list[ChunkRecord]:
+    def records_for(
+        self, doc: DocumentRecord, chunks: Sequence[Chunk], target: IndexTarget | None = None
+    ) -> list[ChunkRecord]:
+        target = target or self.target(doc)
         texts = [embedding_text(c) for c in chunks]
-        encoded = self._embedder.encode_documents(texts)
-        if self.observer is not None:
-            self.observer.embedded_batch(len(texts))
-        lexical = self._sparse.encode_documents(texts) if self._sparse is not None else None
+        with self._tracer.start_as_current_span(
+            "ingest.embed", attributes={"perimeter.ingest.batch_size": len(texts)}
+        ):
+            encoded = target.embedder.encode_documents(texts)
+            if self.observer is not None:
+                self.observer.embedded_batch(len(texts))
+            sparse_encoder = target.sparse_encoder
+            lexical = sparse_encoder.encode_documents(texts) if sparse_encoder is not None else None
         records = []
         for i, (chunk, enc) in enumerate(zip(chunks, encoded, strict=True)):
             sparse = enc.sparse if enc.sparse is not None else (lexical[i] if lexical else None)
@@ -274,6 +361,7 @@ class IngestionService:
                     sparse=sparse,
                     metadata=doc.metadata,
                     groups=doc.groups,
+                    kb=doc.kb,
                 )
             )
         return records

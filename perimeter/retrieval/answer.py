@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.trace import NoOpTracer, Span, StatusCode, Tracer
+
 from perimeter.backends.protocols import LLM, Embedder
-from perimeter.domain import ScoredChunk, SearchFilter, Usage
+from perimeter.domain import Completion, ScoredChunk, SearchFilter, Usage
 from perimeter.retrieval.citations import Attribution, attribute
 from perimeter.retrieval.prompt import NOT_FOUND, build_messages
 from perimeter.retrieval.search import Mode, RetrievalResult, Retriever
@@ -39,6 +42,7 @@ class Answer:
     usage: Usage
     timings: dict[str, float] = field(default_factory=dict)
     degraded: bool = False
+    model: str | None = None  # the LLM that wrote it; None when it abstained without one
 
 
 def result_timings(result: RetrievalResult) -> dict[str, float]:
@@ -73,12 +77,29 @@ class AnswerService:
         embedder: Embedder | None,
         min_dense_score: float,
         max_tokens: int,
+        tracer: Tracer = NoOpTracer(),
     ) -> None:
         self._retriever = retriever
         self._llm = llm
         self._embedder = embedder
         self._min_dense_score = min_dense_score
         self._max_tokens = max_tokens
+        self._tracer = tracer  # perimeter.tracing: llm.complete / llm.stream spans
+
+    def _llm_attributes(self, model: str | None, sources: int) -> dict[str, str | int]:
+        """OpenTelemetry GenAI semantic conventions (gen_ai.*) of one chat call."""
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model or self._llm.model_name,
+            "gen_ai.request.max_tokens": self._max_tokens,
+            "perimeter.llm.sources": sources,
+        }
+
+    @staticmethod
+    def _record_completion(span: Span, completion: Completion) -> None:
+        span.set_attribute("gen_ai.response.model", completion.model)
+        span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", completion.usage.completion_tokens)
 
     def retrieve(
         self, question: str, flt: SearchFilter, top_k: int, mode: Mode = "hybrid"
@@ -106,6 +127,7 @@ class AnswerService:
         sources: list[ScoredChunk],
         usage: Usage,
         timings: dict[str, float],
+        model: str | None,
     ) -> Answer:
         t0 = time.perf_counter()
         attr: Attribution = attribute(text, sources, self._embed_fn())
@@ -121,6 +143,7 @@ class AnswerService:
             abstained=attr.abstained,
             usage=usage,
             timings=timings,
+            model=model,
         )
 
     def not_found(self, timings: dict[str, float]) -> Answer:
@@ -143,11 +166,18 @@ class AnswerService:
         top_k: int,
         min_score: float | None = None,
         mode: Mode = "hybrid",
+        model: str | None = None,
     ) -> Answer:
-        return self.answer_from(question, self.retrieve(question, flt, top_k, mode), min_score)
+        return self.answer_from(
+            question, self.retrieve(question, flt, top_k, mode), min_score, model
+        )
 
     def answer_from(
-        self, question: str, result: RetrievalResult, min_score: float | None = None
+        self,
+        question: str,
+        result: RetrievalResult,
+        min_score: float | None = None,
+        model: str | None = None,
     ) -> Answer:
         """Answer from an existing retrieval (callers that also need the sources on error)."""
         timings = result_timings(result)
@@ -155,9 +185,15 @@ class AnswerService:
         if not sources:
             return self.not_found(timings)
         t0 = time.perf_counter()
-        completion = self._llm.complete(build_messages(question, sources), self._max_tokens)
+        with self._tracer.start_as_current_span(
+            "llm.complete", attributes=self._llm_attributes(model, len(sources))
+        ) as span:
+            completion = self._llm.complete(
+                build_messages(question, sources), self._max_tokens, model=model
+            )
+            self._record_completion(span, completion)
         timings["llm_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        return self._finish(completion.text, sources, completion.usage, timings)
+        return self._finish(completion.text, sources, completion.usage, timings, completion.model)
 
     def stream_answer(
         self,
@@ -166,12 +202,16 @@ class AnswerService:
         top_k: int,
         min_score: float | None = None,
         mode: Mode = "hybrid",
+        model: str | None = None,
     ) -> tuple[RetrievalResult, Iterator[tuple[str, Any]]]:
         """Retrieval runs eagerly (so errors surface before the stream starts); the returned
         iterator yields ("token", str) events, then one ("answer", Answer)."""
         result = self.retrieve(question, flt, top_k, mode)
         timings = result_timings(result)
         sources = self.relevant(result, min_score)
+        # The stream is consumed later, maybe in another thread: its span's parent is the
+        # context of this call (the request), taken now.
+        parent = otel_context.get_current()
 
         def events() -> Iterator[tuple[str, Any]]:
             if not sources:
@@ -181,16 +221,37 @@ class AnswerService:
             t0 = time.perf_counter()
             parts: list[str] = []
             first_token_ms: float | None = None
-            for token in self._llm.stream(build_messages(question, sources), self._max_tokens):
-                if first_token_ms is None:
-                    first_token_ms = (time.perf_counter() - t0) * 1000
-                parts.append(token)
-                yield "token", token
+            # Not made current: a generator's steps may run in different contexts.
+            span = self._tracer.start_span(
+                "llm.stream", parent, attributes=self._llm_attributes(model, len(sources))
+            )
+            try:
+                for token in self._llm.stream(
+                    build_messages(question, sources), self._max_tokens, model=model
+                ):
+                    if first_token_ms is None:
+                        first_token_ms = (time.perf_counter() - t0) * 1000
+                        span.add_event("gen_ai.first_token")
+                    parts.append(token)
+                    yield "token", token
+            except GeneratorExit:  # the client went away mid-answer
+                span.set_attribute("perimeter.llm.cancelled", True)
+                raise
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                span.set_attribute("gen_ai.usage.output_tokens", len(parts))
+                span.end()
             timings["llm_ms"] = round((time.perf_counter() - t0) * 1000, 2)
             if first_token_ms is not None:
                 timings["llm_first_token_ms"] = round(first_token_ms, 2)
             text = "".join(parts).strip()
             usage = Usage(completion_tokens=len(parts))
-            yield "answer", self._finish(text, sources, usage, timings)
+            yield (
+                "answer",
+                self._finish(text, sources, usage, timings, model or self._llm.model_name),
+            )
 
         return result, events()

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from opentelemetry.trace import NoOpTracer, Tracer
+
 from perimeter.backends.protocols import ChunkStore, Embedder, Reranker, SparseEncoder
 from perimeter.domain import ScoredChunk, SearchFilter, SparseVector
 
@@ -30,7 +32,9 @@ class Retriever:
         prefetch_limit: int = 50,
         reranker: Reranker | None = None,
         rerank_candidates: int = 20,
+        tracer: Tracer = NoOpTracer(),
     ) -> None:
+        self._tracer = tracer  # perimeter.tracing: retrieval.* spans
         self._embedder = embedder
         self._store = store
         self._sparse = sparse_encoder
@@ -52,23 +56,49 @@ class Retriever:
     def retrieve(
         self, question: str, flt: SearchFilter, top_k: int, mode: Mode = "hybrid"
     ) -> RetrievalResult:
+        attributes: dict[str, str | int] = {
+            "perimeter.tenant.id": flt.tenant_id,
+            "perimeter.retrieval.mode": mode,
+            "perimeter.retrieval.top_k": top_k,
+        }
+        if flt.kb is not None:
+            attributes["perimeter.kb"] = flt.kb
+        with self._tracer.start_as_current_span("retrieval.search", attributes=attributes) as span:
+            result = self._retrieve(question, flt, top_k, mode)
+            span.set_attribute("perimeter.retrieval.results", len(result.chunks))
+            if result.best_dense_score is not None:
+                span.set_attribute("perimeter.retrieval.best_dense_score", result.best_dense_score)
+            return result
+
+    def _retrieve(
+        self, question: str, flt: SearchFilter, top_k: int, mode: Mode
+    ) -> RetrievalResult:
         t0 = time.perf_counter()
-        encoded = self._embedder.encode_queries([question])[0]
-        sparse = self._query_sparse(question, encoded.sparse) if mode != "dense" else None
+        with self._tracer.start_as_current_span("retrieval.embed_query"):
+            encoded = self._embedder.encode_queries([question])[0]
+            sparse = self._query_sparse(question, encoded.sparse) if mode != "dense" else None
         t1 = time.perf_counter()
         limit = max(top_k, self._rerank_candidates) if self._reranker else top_k
-        if mode == "dense":
-            chunks = self._store.dense_search(encoded.dense, flt, limit)
-        elif mode == "sparse":
-            chunks = self._store.sparse_search(sparse, flt, limit) if sparse else []
-        else:
-            chunks = self._store.hybrid_search(
-                encoded.dense, sparse, flt, limit, max(self._prefetch_limit, limit)
-            )
+        with self._tracer.start_as_current_span(
+            "retrieval.vector_search",
+            attributes={"db.system.name": "qdrant", "perimeter.retrieval.limit": limit},
+        ) as span:
+            if mode == "dense":
+                chunks = self._store.dense_search(encoded.dense, flt, limit)
+            elif mode == "sparse":
+                chunks = self._store.sparse_search(sparse, flt, limit) if sparse else []
+            else:
+                chunks = self._store.hybrid_search(
+                    encoded.dense, sparse, flt, limit, max(self._prefetch_limit, limit)
+                )
+            span.set_attribute("perimeter.retrieval.candidates", len(chunks))
         t2 = time.perf_counter()
         rerank_ms = 0.0
         if self._reranker is not None:
-            chunks = self._reranker.rerank(question, chunks, top_k)
+            with self._tracer.start_as_current_span(
+                "retrieval.rerank", attributes={"perimeter.retrieval.candidates": len(chunks)}
+            ):
+                chunks = self._reranker.rerank(question, chunks, top_k)
             rerank_ms = (time.perf_counter() - t2) * 1000
         dense_scores = [c.dense_score for c in chunks if c.dense_score is not None]
         return RetrievalResult(

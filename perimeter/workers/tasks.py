@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -19,6 +20,7 @@ from perimeter.composition import Services, build_services
 from perimeter.logs import request_id_var
 from perimeter.queueing import INGEST_TASK, create_celery_app
 from perimeter.settings import Settings
+from perimeter.tracing import continue_trace, trace_headers_of
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,17 @@ RETRY_BACKOFF_S = (5, 20, 60)
 class ServicesHolder:
     """Builds services on first use in *this* process (safe across prefork's fork)."""
 
-    def __init__(self, settings: Settings, services: Services | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        services: Services | None = None,
+        on_built: Callable[[Services], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._services = services
         self._lock = threading.Lock()
+        # Called once with the services this process builds (perimeter worker: bind metrics).
+        self._on_built = on_built
 
     def get(self) -> Services:
         if self._services is None:
@@ -39,6 +48,8 @@ class ServicesHolder:
                 if self._services is None:
                     services = build_services(self._settings)
                     services.ensure_ready()
+                    if self._on_built is not None:
+                        self._on_built(services)
                     self._services = services
         return self._services
 
@@ -65,7 +76,9 @@ class IngestDocumentTask(Task):  # type: ignore[misc]
         request_id_var.set(self.request.id)
         services = self.holder.get()
         try:
-            outcome = services.ingestion.process(document_id)
+            # ingest.process joins the trace of the request that enqueued it (traceparent).
+            with continue_trace(trace_headers_of(self.request)):
+                outcome = services.ingestion.process(document_id)
         except SoftTimeLimitExceeded:
             reason = (
                 f"ingestion exceeded {self._soft_limit_s}s "
@@ -93,9 +106,12 @@ class IngestDocumentTask(Task):  # type: ignore[misc]
 
 
 def create_worker_app(
-    settings: Settings, services: Services | None = None, queue: str | None = None
+    settings: Settings,
+    services: Services | None = None,
+    queue: str | None = None,
+    on_built: Callable[[Services], None] | None = None,
 ) -> tuple[Celery, ServicesHolder]:
     app = create_celery_app(settings, queue=queue)
-    holder = ServicesHolder(settings, services)
+    holder = ServicesHolder(settings, services, on_built)
     app.register_task(IngestDocumentTask(holder, settings))
     return app, holder

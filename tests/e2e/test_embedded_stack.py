@@ -18,7 +18,7 @@ import pytest
 
 from perimeter.client import PerimeterClient
 from tests import docfactory as df
-from tests.conftest import free_port, wait_until_ready
+from tests.conftest import free_port, stop_gracefully, wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.llm]
 
@@ -45,12 +45,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         yield url, data_dir
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_gracefully(proc, timeout_s=30)
         log.close()
 
 

@@ -642,7 +642,8 @@ def test_llm_hanging_query_times_out_to_503_in_bounded_time(stack: Stack, tmp_pa
             max_retries=retries,
         )
         s = stack.settings
-        stack.services.answers = AnswerService(
+        # Questions of the default collection go to its embedding profile's answer service.
+        stack.services.profiles.get("default").answers = AnswerService(
             stack.services.retriever,
             llm,
             stack.services.embedder,

@@ -251,3 +251,52 @@ def test_streamed_chat_completion_uses_openai_chunks_and_ends_with_citations(
         lines = [line for line in response.iter_lines() if line]
     assert all(line.startswith("data: ") for line in lines)
     assert lines[-1] == "data: [DONE]"
+
+
+@pytest.mark.llm
+def test_a_collection_is_a_model_and_the_router_picks_the_llm(
+    tmp_path: Path, shared_embedder: Any, request: pytest.FixtureRequest
+) -> None:
+    """The SDK asks a collection by its name; the answer comes from that collection alone, and
+    the model the router chose (rule first, then the collection's own) is the one sent to the
+    LLM server, which echoes the requested name (llama-cpp-python's server, like vLLM)."""
+    from tests.conftest import running_stack
+
+    routes = {"routes": [{"model": "smollm2-long", "min_question_chars": 100}]}
+    with (
+        running_stack(Stack, tmp_path, shared_embedder, request, {"llm": routes}) as stack,
+        live_server(stack.services) as url,
+    ):
+        path = df.make_md(tmp_path / "zorblax.md", "Kepler Station", [("Reactor", [FACT])])
+        with PerimeterClient(url) as client:
+            client.create_collection("reactors", llm_model="smollm2-reactors")
+            doc_id = client.upload([path], collection="reactors")[0]["document_id"]
+            assert client.wait_indexed([doc_id])[doc_id]["status"] == "indexed"
+        openai_client = sdk(url)
+        assert [m.id for m in openai_client.models.list().data] == ["perimeter", "reactors"]
+        assert openai_client.models.retrieve("reactors").id == "reactors"
+
+        ask = [{"role": "user", "content": QUESTION}]
+        completion = openai_client.chat.completions.create(model="reactors", messages=ask)
+        assert completion.model == "reactors"
+        extra = completion.model_extra or {}
+        assert {c["document_id"] for c in extra["citations"]} == {doc_id}
+        assert extra["perimeter"]["llm_model"] == "smollm2-reactors"
+
+        # A long question matches the operator's rule, which outranks the collection's model.
+        long_question = QUESTION + " Please answer precisely, citing the source document."
+        assert len(long_question) >= 100 > len(QUESTION)
+        long_ask = [{"role": "user", "content": long_question}]
+        completion = openai_client.chat.completions.create(model="reactors", messages=long_ask)
+        assert (completion.model_extra or {})["perimeter"]["llm_model"] == "smollm2-long"
+
+        # The default collection does not hold the document: not found, without any LLM.
+        completion = openai_client.chat.completions.create(model="perimeter", messages=ask)
+        assert completion.choices[0].message.content == NOT_FOUND
+        assert (completion.model_extra or {})["perimeter"]["llm_model"] is None
+
+        # POST /v1/query reports the model too.
+        with PerimeterClient(url) as client:
+            answer = client.query(QUESTION, collection="reactors")
+        assert answer["model"] == "smollm2-reactors"
+        assert {c["document_id"] for c in answer["sources"]} == {doc_id}

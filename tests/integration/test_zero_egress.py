@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import pytest
 
 from perimeter.egress_guard import EgressGuard
 from tests import docfactory as df
-from tests.conftest import Stack, free_port, wait_until_ready
+from tests.conftest import Stack, free_port, stop_gracefully, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -205,12 +204,7 @@ def test_cold_start_of_the_embedded_default_makes_no_outbound_connection(
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["sources"]
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_gracefully(proc, timeout_s=60)
 
     found = [json.loads(p.read_text()) for p in sorted(reports.glob("egress-*.json"))]
     pids = {r["pid"] for r in found}

@@ -57,6 +57,8 @@ def _probe(row_type: str, default: str | None) -> str:
         "path": "/srv/probe",
         "secret": "probe-secret",
         "list[str]": '["probe"]',
+        "list[LLMRoute]": '[{"model": "probe"}]',
+        "dict[str, EmbeddingSettings]": '{"probe": {"model": "/models/probe"}}',
     }.get(kind, "probe-value")
 
 

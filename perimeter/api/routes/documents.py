@@ -20,7 +20,7 @@ from perimeter.api.schemas import (
 from perimeter.auth import guards
 from perimeter.auth.acl import list_visible_documents
 from perimeter.backends.blob_store import FileTooLarge
-from perimeter.domain import DocumentStatus
+from perimeter.domain import DEFAULT_KB, DocumentStatus
 from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
 from perimeter.ingest.pipeline import StagedUpload
 
@@ -73,6 +73,9 @@ def upload_documents(
             "[]: every member of the tenant."
         ),
     ] = None,
+    collection: Annotated[
+        str, Form(max_length=64, description="Collection (knowledge base) to add the files to.")
+    ] = DEFAULT_KB,
 ) -> UploadResponse:
     limits = services.settings.api
     if not files:
@@ -83,6 +86,7 @@ def upload_documents(
         )
     meta = _parse_metadata(metadata)
     acl = guards.upload_groups(groups, principal)
+    kb = services.kbs.require(principal.tenant_id, collection)
 
     # Stage and validate every file first: a request with one bad file stores nothing.
     staged: list[StagedUpload] = []
@@ -110,14 +114,16 @@ def upload_documents(
                     f"files exceed {limits.max_request_bytes // (1024 * 1024)} MiB per request",
                 )
         for item in staged:
-            guards.check_not_hidden_duplicate(services, principal, item.content_hash, item.filename)
+            guards.check_not_hidden_duplicate(
+                services, principal, item.content_hash, item.filename, kb.name
+            )
     except BaseException:
         services.ingestion.discard(staged)
         raise
 
     out: list[UploadedOut] = []
     for item in staged:
-        submitted = services.ingestion.submit(item, principal.tenant_id, meta, acl)
+        submitted = services.ingestion.submit(item, principal.tenant_id, meta, acl, kb.name)
         if submitted.created:
             try:
                 services.queue.enqueue_ingest(submitted.document.id)
@@ -140,6 +146,7 @@ def upload_documents(
         details={
             "files": [{"filename": u.filename, "duplicate": u.duplicate} for u in out],
             "groups": acl,
+            "collection": kb.name,
         },
     )
     return UploadResponse(documents=out)
@@ -152,9 +159,11 @@ def list_documents(
     status_filter: Annotated[DocumentStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
+    collection: Annotated[str | None, Query(max_length=64)] = None,
 ) -> DocumentList:
+    kb = services.kbs.require(principal.tenant_id, collection).name if collection else None
     docs = list_visible_documents(
-        services.metadata, principal.tenant_id, principal.groups, status_filter, limit, offset
+        services.metadata, principal.tenant_id, principal.groups, status_filter, limit, offset, kb
     )
     return DocumentList(documents=[DocumentOut.of(d) for d in docs], limit=limit, offset=offset)
 

@@ -1,10 +1,14 @@
 """OpenAI-compatible endpoints, so chat front-ends and SDKs that speak OpenAI's API can use
 Perimeter as a "model": ``GET /v1/models`` and ``POST /v1/chat/completions``.
 
-A model name is a knowledge base. Only ``perimeter`` (the caller's whole tenant) exists for now;
-any other name is a 404 like OpenAI's ``model_not_found``. Every error on these routes uses
-OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, because OpenAI clients read
-that shape; it still carries the ``code`` and ``message`` of Perimeter's own error body.
+A model name is a knowledge base (a collection): ``perimeter`` is the default one, any other
+name is a collection of the caller's tenant, and an unknown name is a 404 like OpenAI's
+``model_not_found``. Which LLM writes the answer is the router's choice (settings.llm.routes,
+then the collection's own model); the response's ``perimeter.llm_model`` says which.
+
+Every error on these routes uses OpenAI's shape, ``{"error": {"message", "type", "param",
+"code"}}``, because OpenAI clients read that shape; it still carries the ``code`` and
+``message`` of Perimeter's own error body.
 """
 
 from __future__ import annotations
@@ -24,16 +28,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
-from perimeter.api.errors import APIError
+from perimeter.api.errors import APIError, store_unavailable_message
 from perimeter.audit import record_query
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.backends.qdrant_store import StoreUnavailable
-from perimeter.domain import SearchFilter
+from perimeter.composition import Services
+from perimeter.domain import DEFAULT_KB, KnowledgeBase, SearchFilter
+from perimeter.knowledge_bases import OPENAI_DEFAULT_MODEL, UnknownEmbeddingProfile
 from perimeter.retrieval.answer import Answer, Citation
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "perimeter"
+DEFAULT_MODEL = OPENAI_DEFAULT_MODEL
 MAX_QUESTION_CHARS = 4000  # the same bound as POST /v1/query's question
 # Reported as every model's creation time: a stable value, since a knowledge base has no
 # single creation moment that clients could rely on.
@@ -106,18 +112,17 @@ def _as_openai_error(exc: Exception) -> OpenAIError | None:
             "server_error",
             headers={"Retry-After": "10"},
         )
-    # qdrant-client raises its own transport error when a Qdrant server is down or times out.
-    from qdrant_client.http.exceptions import ResponseHandlingException
-
-    if isinstance(exc, StoreUnavailable | ResponseHandlingException):
+    if isinstance(exc, StoreUnavailable):  # qdrant_store maps transport errors to it
         log.warning("vector store unavailable: %s", exc)
         return OpenAIError(
             503,
-            "the vector store is not reachable; try again shortly",
+            store_unavailable_message(exc),
             "vector_store_unavailable",
             "server_error",
             headers={"Retry-After": "5"},
         )
+    if isinstance(exc, UnknownEmbeddingProfile):
+        return OpenAIError(503, str(exc), "embedding_profile_unavailable", "server_error")
     return None
 
 
@@ -221,16 +226,21 @@ def _model(name: str) -> ModelOut:
     return ModelOut(id=name, created=_STARTED, owned_by="perimeter")
 
 
-def _resolve_model(name: str) -> str:
-    """The knowledge base a model name stands for. Only the default exists for now."""
-    if name != DEFAULT_MODEL:
+def _resolve_model(services: Services, principal: Principal, name: str) -> KnowledgeBase:
+    """The knowledge base a model name stands for."""
+    kb = services.kbs.get(principal.tenant_id, name)
+    if kb is None:
         raise OpenAIError(
             404,
-            f"The model {name!r} does not exist; available: {DEFAULT_MODEL!r}",
+            f"The model {name!r} does not exist; GET /v1/models lists the collections",
             "model_not_found",
             param="model",
         )
-    return name
+    return kb
+
+
+def _model_id(kb: KnowledgeBase) -> str:
+    return DEFAULT_MODEL if kb.name == DEFAULT_KB else kb.name
 
 
 def _question(messages: list[ChatMessageIn]) -> str:
@@ -255,8 +265,8 @@ def _question(messages: list[ChatMessageIn]) -> str:
     raise OpenAIError(400, "messages contain no user message", "no_user_message", param="messages")
 
 
-def _filter(principal: Principal) -> SearchFilter:
-    return SearchFilter(tenant_id=principal.tenant_id, groups=principal.groups)
+def _filter(principal: Principal, kb: KnowledgeBase) -> SearchFilter:
+    return SearchFilter(tenant_id=principal.tenant_id, groups=principal.groups, kb=kb.name)
 
 
 def _audit(
@@ -309,6 +319,7 @@ def _extension(a: Answer) -> dict[str, Any]:
         "grounded": a.grounded,
         "abstained": a.abstained,
         "unsupported_sentences": a.unsupported_sentences,
+        "llm_model": a.model,
     }
 
 
@@ -331,14 +342,16 @@ def _data(payload: Any) -> str:
 
 # -- routes ---------------------------------------------------------------------------------
 @router.get("/models", response_model=ModelList, summary="Knowledge bases, as OpenAI models")
-def list_models(_principal: PrincipalDep) -> ModelList:
-    # The principal dependency: model names are knowledge bases, listed to callers only.
-    return ModelList(data=[_model(DEFAULT_MODEL)])
+def list_models(services: ServicesDep, principal: PrincipalDep) -> ModelList:
+    # Model names are the caller's tenant's knowledge bases, listed to callers only.
+    return ModelList(
+        data=[_model(_model_id(kb)) for kb, _n in services.kbs.list(principal.tenant_id)]
+    )
 
 
 @router.get("/models/{model}", response_model=ModelOut, summary="One knowledge base")
-def get_model(model: str, _principal: PrincipalDep) -> ModelOut:
-    return _model(_resolve_model(model))
+def get_model(model: str, services: ServicesDep, principal: PrincipalDep) -> ModelOut:
+    return _model(_model_id(_resolve_model(services, principal, model)))
 
 
 @router.post(
@@ -353,10 +366,12 @@ def get_model(model: str, _principal: PrincipalDep) -> ModelOut:
 def chat_completions(
     body: ChatCompletionRequest, services: ServicesDep, principal: PrincipalDep, request: Request
 ) -> Any:
-    model = _resolve_model(body.model)
+    kb = _resolve_model(services, principal, body.model)
+    model = _model_id(kb)
     question = _question(body.messages)
     top_k = body.top_k or services.settings.retrieval.top_k
-    answers = services.answers
+    answers = services.answers_for(kb)
+    llm_model = services.router.choose(question, kb).model
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     details: dict[str, Any] = {
@@ -367,9 +382,9 @@ def chat_completions(
     }
 
     if not body.stream:
-        result = answers.retrieve(question, _filter(principal), top_k)
+        result = answers.retrieve(question, _filter(principal, kb), top_k)
         _audit(services, principal, question, answers.relevant(result, None), details)
-        a = answers.answer_from(question, result)
+        a = answers.answer_from(question, result, None, llm_model)
         _observe_llm(request, a)
         return {
             "id": cid,
@@ -395,7 +410,7 @@ def chat_completions(
         }
 
     # Retrieval runs here, before the response starts, so its errors are still plain JSON.
-    result, events = answers.stream_answer(question, _filter(principal), top_k)
+    result, events = answers.stream_answer(question, _filter(principal, kb), top_k, model=llm_model)
     _audit(services, principal, question, answers.relevant(result, None), details)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,20 +15,20 @@ from perimeter.api.schemas import CitationOut, QueryRequest, QueryResponse, Usag
 from perimeter.audit import record_query
 from perimeter.auth import guards
 from perimeter.backends.openai_llm import LLMUnavailable
-from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.domain import SearchFilter
 from perimeter.retrieval.answer import Answer, Citation, citation_of, result_timings
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
 
-def _filter(principal: Principal, body: QueryRequest) -> SearchFilter:
+def _filter(principal: Principal, body: QueryRequest, kb: str) -> SearchFilter:
     f = body.filters
     if f is not None:
         guards.check_query_filters(f.metadata, (f.date_ranges or {}).keys())
     # The tenant (and group scope) come from the caller's identity, never from the request body.
     return SearchFilter(
         tenant_id=principal.tenant_id,
+        kb=kb,
         document_ids=f.document_ids if f else None,
         filenames=f.filenames if f else None,
         metadata=dict(f.metadata) if f and f.metadata else None,
@@ -74,6 +73,7 @@ def _response(a: Answer) -> QueryResponse:
             prompt_tokens=a.usage.prompt_tokens, completion_tokens=a.usage.completion_tokens
         ),
         timings=a.timings,
+        model=a.model,
     )
 
 
@@ -94,18 +94,6 @@ def _sources_only(
     )
 
 
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """qdrant-client raises its own transport error when a Qdrant server is down or times out;
-    answer that as StoreUnavailable (503 + Retry-After), not as an internal error."""
-    from qdrant_client.http.exceptions import ResponseHandlingException
-
-    try:
-        yield
-    except ResponseHandlingException as exc:
-        raise StoreUnavailable(f"vector store unavailable: {exc}") from exc
-
-
 def _observe_llm(request: Request, a: Answer) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
@@ -114,7 +102,12 @@ def _observe_llm(request: Request, a: Answer) -> None:
 
 def _audit(services: Any, principal: Principal, body: QueryRequest, served: list[Any]) -> None:
     # Before anything is returned or sent to the LLM: what was served is on record.
-    details: dict[str, Any] = {"mode": body.mode, "top_k": body.top_k, "stream": body.stream}
+    details: dict[str, Any] = {
+        "collection": body.collection,
+        "mode": body.mode,
+        "top_k": body.top_k,
+        "stream": body.stream,
+    }
     if body.filters is not None:
         details["filters"] = body.filters.model_dump(mode="json", exclude_none=True)
     record_query(services.audit, principal, body.question, served, details)
@@ -133,13 +126,14 @@ def _sse(event: str, data: Any) -> str:
 def query(
     body: QueryRequest, services: ServicesDep, principal: PrincipalDep, request: Request
 ) -> Any:
-    answers = services.answers
-    flt = _filter(principal, body)
+    kb = services.kbs.require(principal.tenant_id, body.collection)
+    answers = services.answers_for(kb)
+    flt = _filter(principal, body, kb.name)
     top_k = body.top_k
+    model = services.router.choose(body.question, kb).model
 
     if body.retrieval_only:
-        with _store_errors():
-            result = answers.retrieve(body.question, flt, top_k, body.mode)
+        result = answers.retrieve(body.question, flt, top_k, body.mode)
         relevant = answers.relevant(result, body.min_score)
         _audit(services, principal, body, relevant)
         return _sources_only(
@@ -149,10 +143,9 @@ def query(
         )
 
     if body.stream:
-        with _store_errors():
-            _result, events = answers.stream_answer(
-                body.question, flt, top_k, body.min_score, body.mode
-            )
+        _result, events = answers.stream_answer(
+            body.question, flt, top_k, body.min_score, body.mode, model
+        )
         _audit(services, principal, body, answers.relevant(_result, body.min_score))
 
         def stream() -> Iterator[str]:
@@ -181,11 +174,10 @@ def query(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    with _store_errors():
-        result = answers.retrieve(body.question, flt, top_k, body.mode)
+    result = answers.retrieve(body.question, flt, top_k, body.mode)
     _audit(services, principal, body, answers.relevant(result, body.min_score))
     try:
-        answer = answers.answer_from(body.question, result, body.min_score)
+        answer = answers.answer_from(body.question, result, body.min_score, model)
         _observe_llm(request, answer)
         return _response(answer)
     except LLMUnavailable as exc:

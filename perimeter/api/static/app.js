@@ -39,7 +39,10 @@
     keyInput: $("key-input"),
     keyReason: $("key-reason"),
     keyClear: $("key-clear"),
+    collection: $("collection"),
   };
+  // The collection (knowledge base) that uploads go to, the library shows and questions ask.
+  let collection = "default";
 
   // Small DOM helper: h("li", {class: "x"}, "text", childNode)
   function h(tag, attrs, ...children) {
@@ -249,10 +252,13 @@
 
   async function refreshDocuments() {
     try {
-      const response = await api("/v1/documents?limit=1000", { cache: "no-store" });
+      const asked = collection;
+      const query = new URLSearchParams({ limit: "1000", collection: asked });
+      const response = await api(`/v1/documents?${query}`, { cache: "no-store" });
       if (!response.ok) throw new Error(await errorMessage(response));
       const body = await response.json();
-      renderDocuments(body.documents);
+      // The user may have switched collections while this was in flight.
+      if (asked === collection) renderDocuments(body.documents);
     } catch (err) {
       console.warn("listing documents failed:", err);
     }
@@ -374,6 +380,7 @@
     xhr.addEventListener("error", () => setUploadStatus(upload, "rejected", "network error"));
     const form = new FormData();
     form.append("files", file, file.name);
+    form.append("collection", collection);
     xhr.send(form);
   }
 
@@ -573,7 +580,7 @@
       const response = await api("/v1/query", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-        body: JSON.stringify({ question, stream: true }),
+        body: JSON.stringify({ question, collection, stream: true }),
       });
       if (!response.ok) throw new Error(await errorMessage(response));
       for await (const { event, data } of sseEvents(response)) {
@@ -615,7 +622,28 @@
     }
   });
 
+  async function refreshCollections() {
+    try {
+      const response = await api("/v1/collections", { cache: "no-store" });
+      if (!response.ok) throw new Error(await errorMessage(response));
+      const names = (await response.json()).collections.map((c) => c.name);
+      if (!names.includes(collection)) collection = "default";
+      els.collection.replaceChildren(...names.map((name) => h("option", { value: name }, name)));
+      els.collection.value = collection;
+    } catch (err) {
+      console.warn("listing collections failed:", err);
+    }
+  }
+
+  els.collection.addEventListener("change", () => {
+    collection = els.collection.value;
+    renderDocuments([]);
+    refreshDocuments();
+  });
+  els.collection.addEventListener("focus", refreshCollections);
+
   // -- start ----------------------------------------------------------------------------------
+  refreshCollections();
   refreshHealth();
   setInterval(refreshHealth, HEALTH_MS);
   refreshDocuments();
