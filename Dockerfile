@@ -42,7 +42,10 @@ RUN pip install --upgrade pip wheel \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY perimeter ./perimeter
-RUN pip install .
+# EXTRAS=openvino adds the OpenVINO embedding backend (PERIMETER_EMBEDDING__BACKEND=openvino);
+# ONNX Runtime (backend 'onnx') is always in.
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS:+[${EXTRAS}]}"
 
 # unstructured's text classification (pos_tag / sent_tokenize) loads spaCy's en_core_web_sm and,
 # when it is missing, downloads it from GitHub at run time -- impossible inside the perimeter, and

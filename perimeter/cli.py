@@ -681,6 +681,40 @@ def config_docs() -> None:
     typer.echo(render_markdown(), nl=False)
 
 
+@app.command("export-onnx")
+def export_onnx(
+    profile: Annotated[
+        str | None,
+        typer.Option(help="An embedding profile (kb.embedding_profiles); default: embedding.*"),
+    ] = None,
+) -> None:
+    """Export the embedding model to ONNX (and int8 when embedding.onnx_quantize is set) into
+    embedding.onnx_cache_dir, so workers on backend 'onnx'/'openvino' start without exporting."""
+    from perimeter.backends.model_paths import ModelNotFound
+    from perimeter.backends.onnx_export import ensure_export
+    from perimeter.composition import onnx_cache_dir
+    from perimeter.settings import get_settings
+
+    _logging()
+    settings = get_settings()
+    e = settings.embedding
+    if profile is not None:
+        if profile not in settings.kb.embedding_profiles:
+            _fail(f"no embedding profile {profile!r} (PERIMETER_KB__EMBEDDING_PROFILES)")
+        e = settings.kb.embedding_profiles[profile]
+    try:
+        export = ensure_export(
+            onnx_cache_dir(settings, e),
+            e.model,
+            e.kind,
+            quantize=e.onnx_quantize,
+            max_seq_length=e.max_seq_length,
+        )
+    except (ModelNotFound, OSError) as exc:
+        _fail(str(exc))
+    console.print(f"{export.graph} (dimension {export.dimension}, {export.max_seq_length} tokens)")
+
+
 # -- admin: tenants, API keys, audit log; and the posture doctor --------------------------------
 # These talk to the metadata DB directly (settings.database_url), never over HTTP: they are the
 # operator's tools on the host, and must work before any key exists.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from perimeter.audit import AuditLog
 from perimeter.auth.api_keys import ApiKeyStore
@@ -149,7 +150,7 @@ def build_embedder(settings: Settings, profile: EmbeddingSettings | None = None)
     """The model of ``profile`` (default: the ``embedding.*`` settings), wrapped for
     cross-document micro-batching unless that is off."""
     e = profile or settings.embedding
-    embedder = _model_embedder(e)
+    embedder = _model_embedder(settings, e)
     if e.micro_batch_max > 0:
         return MicroBatchingEmbedder(
             embedder, max_batch=e.micro_batch_max, max_wait_ms=e.micro_batch_wait_ms
@@ -157,7 +158,26 @@ def build_embedder(settings: Settings, profile: EmbeddingSettings | None = None)
     return embedder
 
 
-def _model_embedder(e: EmbeddingSettings) -> Embedder:
+def onnx_cache_dir(settings: Settings, e: EmbeddingSettings) -> Path:
+    return e.onnx_cache_dir or settings.storage.data_dir / "onnx"
+
+
+def _model_embedder(settings: Settings, e: EmbeddingSettings) -> Embedder:
+    if e.backend != "torch":
+        from perimeter.backends.onnx_embedder import OnnxEmbedder
+
+        return OnnxEmbedder(
+            model=e.model,
+            cache_dir=onnx_cache_dir(settings, e),
+            kind=e.kind,
+            runtime=e.backend,
+            quantize=e.onnx_quantize,
+            threads=e.onnx_threads,
+            batch_size=e.batch_size,
+            max_seq_length=e.max_seq_length,
+            query_prefix=e.query_prefix,
+            document_prefix=e.document_prefix,
+        )
     if e.kind == "bge-m3":
         from perimeter.backends.bge_m3 import BgeM3Embedder
 
@@ -166,6 +186,8 @@ def _model_embedder(e: EmbeddingSettings) -> Embedder:
             device=e.device,
             batch_size=e.batch_size,
             max_seq_length=e.max_seq_length,
+            query_prefix=e.query_prefix,
+            document_prefix=e.document_prefix,
         )
     return SentenceTransformerEmbedder(
         model=e.model,

@@ -118,7 +118,30 @@ class EmbeddingSettings(BaseModel):
     )
     device: str = Field(
         default="cpu",
-        description="Torch device of the embedder: 'cpu', 'cuda', 'cuda:1', ...",
+        description="Torch device of the embedder: 'cpu', 'cuda', 'cuda:1', ... (backend 'torch').",
+    )
+    backend: Literal["torch", "onnx", "openvino"] = Field(
+        default="torch",
+        description="What runs the model. 'onnx' (ONNX Runtime) and 'openvino' run a graph "
+        "exported from the same folder on CPU, made once per model under `onnx_cache_dir`; "
+        "see BENCHMARKS.md for their speed against torch on CPU. On a GPU keep 'torch'.",
+    )
+    onnx_quantize: bool = Field(
+        default=False,
+        description="Backend 'onnx': run an int8 dynamically quantised copy of the graph "
+        "(faster on CPU, slightly lower retrieval quality; both measured in BENCHMARKS.md). "
+        "Vectors differ from the float model's: reindex when switching.",
+    )
+    onnx_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Backends 'onnx'/'openvino': CPU threads per model call; 0 lets the runtime "
+        "choose (one per core).",
+    )
+    onnx_cache_dir: Path | None = Field(
+        default=None,
+        description="Where exported ONNX graphs are kept. Unset: `<storage.data_dir>/onnx`. "
+        "Pre-fill it with `perimeter export-onnx` so workers do not export on first start.",
     )
     batch_size: int = Field(
         default=32,
@@ -154,6 +177,17 @@ class EmbeddingSettings(BaseModel):
         "only when the previous batch already held several documents; a lone document never "
         "waits. 0: batches form only from documents that arrive while the model is busy.",
     )
+
+    @model_validator(mode="after")
+    def _runtime_fits(self) -> EmbeddingSettings:
+        if self.backend == "openvino" and self.onnx_quantize:
+            # OpenVINO runs ONNX Runtime's int8 graph (DynamicQuantizeLinear + MatMulInteger)
+            # slower than the float one (BENCHMARKS.md): refuse rather than silently slow down.
+            raise ValueError(
+                "onnx_quantize is for backend 'onnx'; OpenVINO runs the int8 graph slower "
+                "than the float one"
+            )
+        return self
 
 
 class ChunkingSettings(BaseModel):

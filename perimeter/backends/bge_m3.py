@@ -96,12 +96,12 @@ class BgeM3Embedder:
         transformer: Any = model[0]  # the Transformer module; its HF model holds the config
         hidden = int(transformer.auto_model.config.hidden_size)
         param = next(model.parameters())
-        sparse = _load_linear(sparse_path, hidden, param.device, param.dtype)
+        sparse = load_linear(sparse_path, hidden, param.device, param.dtype)
         if sparse.out_features != 1:
             raise ValueError(f"{sparse_path}: expected Linear({hidden}, 1), got {sparse}")
         colbert_path = folder / COLBERT_HEAD_FILE
         colbert = (
-            _load_linear(colbert_path, hidden, param.device, param.dtype)
+            load_linear(colbert_path, hidden, param.device, param.dtype)
             if colbert_path.is_file()
             else None
         )
@@ -226,7 +226,7 @@ class _Heads:
         self.skip_ids = skip_ids
 
 
-def _load_linear(path: Path, hidden: int, device: Any, dtype: Any) -> torch.nn.Linear:
+def load_linear(path: Path, hidden: int, device: Any, dtype: Any) -> torch.nn.Linear:
     import torch
 
     # weights_only: a .pt file is a pickle; never execute code from a model folder.
