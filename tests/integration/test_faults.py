@@ -313,7 +313,10 @@ WORDS = [
 
 def big_text(path: Path, paragraphs: int, seed: int = 7) -> Path:
     """A plain-text file large enough that parse + embed takes seconds, so a signal lands
-    mid-document. Deterministic: the same seed gives the same bytes (same document id)."""
+    mid-document. Deterministic: the same seed gives the same bytes (same document id).
+    110 paragraphs make about 95 chunks, 12 upsert batches of 8: several seconds of embedding
+    after the 21 % mark the kill tests wait for, and no longer, because each of those tests
+    indexes the document twice."""
     rng = random.Random(seed)
     # Real words: about one token each, so the chunk count stays predictable.
     vocab = WORDS
@@ -354,7 +357,7 @@ def test_sigkilled_worker_child_mid_document_is_redelivered_and_indexed_once(
     tmp_path: Path, private_redis: PrivateRedis, rig_factory: Callable[..., FaultRig]
 ) -> None:
     rig = rig_factory(private_redis.url, visibility_timeout_s=30)
-    path = big_text(tmp_path / "big.txt", paragraphs=200)
+    path = big_text(tmp_path / "big.txt", paragraphs=110)
     expected = rig.expected_chunks(path)
     assert expected > rig.settings.embedding.batch_size * 4 * 2  # several upsert steps
 
@@ -384,7 +387,7 @@ def test_whole_worker_sigkilled_message_redelivered_after_visibility_timeout(
     and the next worker restores it once ``visibility_timeout_s`` has passed."""
     visibility = 12
     rig = rig_factory(private_redis.url, visibility_timeout_s=visibility)
-    path = big_text(tmp_path / "big.txt", paragraphs=200, seed=11)
+    path = big_text(tmp_path / "big.txt", paragraphs=110, seed=11)
     expected = rig.expected_chunks(path)
 
     first = rig.start_worker()
@@ -511,7 +514,7 @@ def test_sigterm_mid_document_loses_nothing(
     in the broker (prefetch 1 + acks_late: it was never taken), and a restarted worker takes it.
     """
     rig = rig_factory(private_redis.url, visibility_timeout_s=60)
-    a = big_text(tmp_path / "a.txt", paragraphs=150, seed=51)
+    a = big_text(tmp_path / "a.txt", paragraphs=100, seed=51)
     b = big_text(tmp_path / "b.txt", paragraphs=40, seed=52)
     expected = {rig.submit(a): rig.expected_chunks(a), rig.submit(b): rig.expected_chunks(b)}
     a_id, b_id = expected
@@ -537,7 +540,7 @@ def test_shutdown_grace_expired_in_flight_document_is_redelivered(
     done. The unacked message comes back after visibility_timeout; nothing is lost."""
     visibility = 12
     rig = rig_factory(private_redis.url, visibility_timeout_s=visibility)
-    path = big_text(tmp_path / "big.txt", paragraphs=200, seed=61)
+    path = big_text(tmp_path / "big.txt", paragraphs=110, seed=61)
     expected = rig.expected_chunks(path)
     worker = rig.start_worker()
     doc_id = rig.submit(path)
