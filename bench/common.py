@@ -40,13 +40,18 @@ def cisi_queries() -> list[str]:
     return [q.get("W") or q.get("T") for q in parse_smart(text)]
 
 
-def write_corpus(folder: Path, limit: int | None = None) -> list[Path]:
+def write_corpus(folder: Path, limit: int | None = None, copies: int = 1) -> list[Path]:
+    """CISI abstracts as .txt files. ``copies`` > 1 writes the corpus that many times, each copy
+    headed by its own line, so every file has its own content hash (a distinct document) and
+    the corpus grows to any size with the same text statistics."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for doc_id, text in cisi_records(limit):
-        p = folder / f"cisi-{doc_id}.txt"
-        p.write_text(text, encoding="utf-8")
-        paths.append(p)
+    for copy in range(copies):
+        for doc_id, text in cisi_records(limit):
+            name = f"cisi-{doc_id}.txt" if copies == 1 else f"cisi-{doc_id}-copy{copy}.txt"
+            p = folder / name
+            p.write_text(text if copies == 1 else f"Copy {copy}.\n\n{text}", encoding="utf-8")
+            paths.append(p)
     return paths
 
 

@@ -124,6 +124,19 @@ def main() -> None:
     defaults = Settings()
     ap.add_argument("--limit", type=int, default=None, help="first N CISI documents (all: 1460)")
     ap.add_argument(
+        "--copies",
+        type=int,
+        default=1,
+        help="write the corpus N times (distinct files): 6 copies of CISI are about 11k chunks",
+    )
+    ap.add_argument(
+        "--raw-sample",
+        type=int,
+        default=None,
+        help="time the raw encode ceiling on the first N chunk texts only (a rate, so a sample "
+        "of a large corpus measures it; default: every text)",
+    )
+    ap.add_argument(
         "--worker-concurrency", type=int, default=defaults.api.embedded_worker_concurrency
     )
     ap.add_argument("--batch-size", type=int, default=32)
@@ -138,7 +151,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="perimeter-bench-ingest-"))
-    paths = write_corpus(tmp / "corpus", args.limit)
+    paths = write_corpus(tmp / "corpus", args.limit, args.copies)
     settings = Settings(
         storage={"data_dir": tmp / "data"},
         broker={"url": args.broker, "queue": f"bench.{uuid.uuid4().hex[:8]}"},
@@ -149,10 +162,18 @@ def main() -> None:
         },
         llm={"base_url": "http://127.0.0.1:9/v1"},
     )
-    result: dict = {"machine": machine(), "git": git_rev(), "files": len(paths)}
+    result: dict = {
+        "machine": machine(),
+        "git": git_rev(),
+        "files": len(paths),
+        "copies": args.copies,
+    }
     # The raw ceiling is timed before and after the end-to-end run, and the ratio uses their
     # mean: the load of a shared machine drifts during a five-minute run.
-    model, texts = raw_texts(paths, args.batch_size)
+    # The raw ceiling needs the chunk texts of the files it times: parse only those.
+    raw_paths = paths if args.raw_sample is None else paths[: args.raw_sample]  # >= 1 chunk each
+    model, texts = raw_texts(raw_paths, args.batch_size)
+    texts = texts[: args.raw_sample]
     raw_before_s, raw_before_cpu_s = raw_encode(model, texts, args.batch_size)
     with ServedStack(settings, args.worker_concurrency, stages=args.stages) as stack:
         cpu_before = stack.stats()["process_cpu_s"]

@@ -235,6 +235,7 @@ def _model_checks(settings: Settings) -> list[Check]:
         checks.append(Check("model", name, "ok", str(path), f"from {spec}"))
 
     model(f"embedder ({settings.embedding.kind})", settings.embedding.model)
+    checks.extend(_embedding_backend_checks(settings))
     reranker = getattr(settings.retrieval, "reranker_model", None)
     if reranker:
         model("reranker", reranker)
@@ -271,6 +272,42 @@ def _model_checks(settings: Settings) -> list[Check]:
             )
         )
     return checks
+
+
+def _embedding_backend_checks(settings: Settings) -> list[Check]:
+    """For backend 'onnx'/'openvino': the runtime is installed, and whether the graph is already
+    exported (else the first process to embed exports it, which takes minutes for BGE-M3)."""
+    import importlib.util
+
+    from perimeter.backends.model_paths import ModelNotFound
+    from perimeter.backends.onnx_export import GRAPH_INT8_FILE, META_FILE, export_folder
+    from perimeter.composition import onnx_cache_dir
+
+    e = settings.embedding
+    if e.backend == "torch":
+        return [Check("model", "embedding backend", "ok", "torch", f"device {e.device}")]
+    module = "openvino" if e.backend == "openvino" else "onnxruntime"
+    if importlib.util.find_spec(module) is None:
+        return [Check("model", "embedding backend", "fail", e.backend, f"{module} not installed")]
+    try:
+        folder = export_folder(onnx_cache_dir(settings, e), e.model, e.kind, e.max_seq_length)
+    except ModelNotFound as exc:
+        return [Check("model", "embedding backend", "fail", e.backend, str(exc))]
+    if (folder / META_FILE).is_file():
+        if e.onnx_quantize and not (folder / GRAPH_INT8_FILE).is_file():
+            detail = "exported; its int8 copy is made at first load"
+        else:
+            detail = f"exported, runs on {module}"
+        return [Check("model", "embedding backend", "ok", str(folder), detail)]
+    return [
+        Check(
+            "model",
+            "embedding backend",
+            "warn",
+            str(folder),
+            "not exported yet: the first worker exports it; `perimeter export-onnx` does it now",
+        )
+    ]
 
 
 def _telemetry_checks(env: Mapping[str, str]) -> list[Check]:

@@ -167,3 +167,20 @@ def test_graph_over_two_gb_keeps_its_weights_in_one_data_file(cache: Path, tmp_p
     want = ort.InferenceSession(str(source)).run(None, feeds)[0]
     got = ort.InferenceSession(str(graph)).run(None, feeds)[0]
     assert np.abs(got - want).max() < 1e-6
+
+
+def test_doctor_reports_the_backend_and_whether_it_is_exported(tmp_path: Path) -> None:
+    from perimeter.doctor import run
+
+    def backend_check(settings: Settings) -> Any:
+        report = run(settings, env={}, resolver=None)
+        (check,) = [c for c in report.checks if c.name == "embedding backend"]
+        return check
+
+    settings = Settings(storage={"data_dir": tmp_path / "data"}, embedding={"backend": "onnx"})
+    before = backend_check(settings)
+    assert before.status == "warn" and "perimeter export-onnx" in before.detail
+    ensure_export(tmp_path / "data" / "onnx", MINILM, "sentence-transformers")
+    after = backend_check(settings)
+    assert after.status == "ok" and after.value == before.value
+    assert backend_check(Settings()).status == "ok"  # torch: nothing to export
