@@ -153,7 +153,10 @@ def build_embedder(settings: Settings, profile: EmbeddingSettings | None = None)
     embedder = _model_embedder(settings, e)
     if e.micro_batch_max > 0:
         return MicroBatchingEmbedder(
-            embedder, max_batch=e.micro_batch_max, max_wait_ms=e.micro_batch_wait_ms
+            embedder,
+            max_batch=e.micro_batch_max,
+            max_wait_ms=e.micro_batch_wait_ms,
+            concurrency=e.micro_batch_concurrency,
         )
     return embedder
 
@@ -173,6 +176,7 @@ def _model_embedder(settings: Settings, e: EmbeddingSettings) -> Embedder:
             runtime=e.backend,
             quantize=e.onnx_quantize,
             threads=e.onnx_threads,
+            precision=e.openvino_precision,
             batch_size=e.batch_size,
             max_seq_length=e.max_seq_length,
             query_prefix=e.query_prefix,
@@ -188,6 +192,7 @@ def _model_embedder(settings: Settings, e: EmbeddingSettings) -> Embedder:
             max_seq_length=e.max_seq_length,
             query_prefix=e.query_prefix,
             document_prefix=e.document_prefix,
+            threads=e.torch_threads,
         )
     return SentenceTransformerEmbedder(
         model=e.model,
@@ -196,6 +201,7 @@ def _model_embedder(settings: Settings, e: EmbeddingSettings) -> Embedder:
         max_seq_length=e.max_seq_length,
         query_prefix=e.query_prefix,
         document_prefix=e.document_prefix,
+        threads=e.torch_threads,
     )
 
 

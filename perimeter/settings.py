@@ -138,6 +138,13 @@ class EmbeddingSettings(BaseModel):
         description="Backends 'onnx'/'openvino': CPU threads per model call; 0 lets the runtime "
         "choose (one per core).",
     )
+    openvino_precision: Literal["f32", "bf16"] = Field(
+        default="f32",
+        description="Backend 'openvino': the precision it computes in. 'f32' gives the torch "
+        "model's vectors on every CPU. 'bf16' is faster on CPUs with AVX-512 BF16 or AMX (see "
+        "BENCHMARKS.md) and shifts the vectors slightly: reindex when switching. (OpenVINO's own "
+        "default is bf16 where the CPU has it, which is why Perimeter asks explicitly.)",
+    )
     onnx_cache_dir: Path | None = Field(
         default=None,
         description="Where exported ONNX graphs are kept. Unset: `<storage.data_dir>/onnx`. "
@@ -169,6 +176,20 @@ class EmbeddingSettings(BaseModel):
         "worker process (`perimeter up`, `perimeter worker --pool threads`) have their chunks "
         "embedded together in one model call of at most this many texts, instead of one small "
         "call per document. 0 disables it.",
+    )
+    micro_batch_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Cross-document micro-batching: model calls that may run at once in one "
+        "process. 1 (one batch at a time) suits a GPU, or a CPU model that uses every core per "
+        "call. On a CPU, `torch_threads` 1 with this at the number of cores runs one "
+        "single-threaded call per core instead (see BENCHMARKS.md).",
+    )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Backend 'torch': CPU threads torch uses inside one model call "
+        "(`torch.set_num_threads`, process-wide); 0 keeps torch's default, one per core.",
     )
     micro_batch_wait_ms: float = Field(
         default=0.0,

@@ -55,6 +55,7 @@ class BgeM3Embedder:
         max_seq_length: int | None = None,
         query_prefix: str = "",
         document_prefix: str = "",
+        threads: int = 0,
     ) -> None:
         self._spec = model
         self._batch_size = max(1, batch_size)
@@ -65,6 +66,7 @@ class BgeM3Embedder:
             device=device,
             batch_size=batch_size,
             max_seq_length=max_seq_length,
+            threads=threads,
         )
         self._heads: _Heads | None = None
         self._lock = threading.Lock()
@@ -105,17 +107,12 @@ class BgeM3Embedder:
             if colbert_path.is_file()
             else None
         )
-        tokenizer: Any = model.tokenizer
-        # Exactly FlagEmbedding's ``unused_tokens``: cls, eos, pad, unk (whichever exist).
-        skip = {
-            token_id
-            for name in ("cls", "eos", "pad", "unk")
-            if (token_id := getattr(tokenizer, f"{name}_token_id", None)) is not None
-        }
         return _Heads(
             sparse=sparse,
             colbert=colbert,
-            skip_ids=torch.tensor(sorted(skip), dtype=torch.long, device=param.device),
+            skip_ids=torch.tensor(
+                unused_token_ids(model.tokenizer), dtype=torch.long, device=param.device
+            ),
         )
 
     def warm_up(self) -> None:
@@ -256,3 +253,16 @@ def _max_per_id(ids: torch.Tensor, weights: torch.Tensor) -> SparseVector:
     best = torch.zeros(unique.shape[0], dtype=weights.dtype, device=weights.device)
     best = best.scatter_reduce(0, inverse, weights, reduce="amax", include_self=False)
     return SparseVector(indices=unique.tolist(), values=best.cpu().tolist())
+
+
+def unused_token_ids(tokenizer: Any) -> list[int]:
+    """Token ids that never get a sparse weight: exactly FlagEmbedding's ``unused_tokens``, the
+    cls, eos, pad and unk tokens (whichever the tokenizer has), ascending. The ONNX backend
+    (``onnx_embedder.py``) drops the same ones."""
+    return sorted(
+        {
+            token_id
+            for name in ("cls", "eos", "pad", "unk")
+            if (token_id := getattr(tokenizer, f"{name}_token_id", None)) is not None
+        }
+    )

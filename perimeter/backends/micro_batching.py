@@ -13,6 +13,9 @@ condition. So a lone caller runs at once (no added latency), and batches form by
 under load, as large as the number of callers that arrived while the previous batch ran.
 ``max_wait_ms`` adds an optional short linger: a leader whose previous batch coalesced several
 callers (concurrent load was seen) waits at most that long for company before running.
+``concurrency`` > 1 lets that many batches run in the model at once, each led by its own caller:
+on a CPU, single-threaded calls side by side, one per core, instead of one call whose threads
+must wait for each other (see BENCHMARKS.md, "Ingestion throughput").
 
 Queries (``encode_queries``) and everything else pass straight through to the wrapped embedder.
 """
@@ -38,12 +41,13 @@ class BatchObserver(Protocol):
 
 
 class _Request:
-    __slots__ = ("done", "error", "result", "texts")
+    __slots__ = ("done", "error", "result", "taken", "texts")
 
     def __init__(self, texts: list[str]) -> None:
         self.texts = texts
         self.result: list[EncodedText] | None = None
         self.error: BaseException | None = None
+        self.taken = False  # in a batch that a leader is running
         self.done = False
 
 
@@ -52,12 +56,22 @@ class MicroBatchingEmbedder(EmbedderProxy):
 
     ``max_batch``: most texts per inner call (a single caller with more texts still runs as one
     call; it is never split). ``max_wait_ms``: longest a leader lingers for company, and only
-    when the previous batch showed concurrent callers; 0 never lingers.
+    when the previous batch showed concurrent callers; 0 never lingers. ``concurrency``: inner
+    calls that may run at once (1: one batch at a time; more suits a CPU model running one
+    thread per call, one call per core).
     """
 
-    def __init__(self, inner: Embedder, max_batch: int = 64, max_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        inner: Embedder,
+        max_batch: int = 64,
+        max_wait_ms: float = 0.0,
+        concurrency: int = 1,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
         super().__init__(inner)
@@ -66,7 +80,8 @@ class MicroBatchingEmbedder(EmbedderProxy):
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._pending_texts = 0
-        self._running = False
+        self._concurrency = concurrency
+        self._running = 0  # batches in the model now, at most _concurrency
         self._last_callers = 0
         # Set by whoever exports metrics (perimeter.observability).
         self.observer: BatchObserver | None = None
@@ -74,6 +89,10 @@ class MicroBatchingEmbedder(EmbedderProxy):
     @property
     def max_batch(self) -> int:
         return self._max_batch
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
 
     @property
     def waiting(self) -> int:
@@ -92,25 +111,31 @@ class MicroBatchingEmbedder(EmbedderProxy):
             self._cond.notify_all()  # a lingering leader may now have a full batch
         while True:
             with self._cond:
-                while not request.done and self._running:
+                # Wait while our request is in another leader's batch, or every slot is busy.
+                while not request.done and (request.taken or self._running >= self._concurrency):
                     self._cond.wait()
                 if request.done:
                     break
-                # The model is idle and our request is still pending: lead the next batch.
-                self._running = True
+                # A model slot is free and our request is still pending: lead the next batch.
+                self._running += 1
                 try:
                     self._linger()
                 except BaseException:
-                    self._running = False
+                    self._running -= 1
                     self._cond.notify_all()
                     raise
+                if request.taken:
+                    # With several slots, another leader took it while we lingered.
+                    self._running -= 1
+                    self._cond.notify_all()
+                    continue
                 batch = self._take_batch()
             fatal = self._run(batch)
             if fatal is not None:
                 # KeyboardInterrupt, SystemExit, ...: the leader's own thread stops too, even
                 # when its request was not in this batch (then it leaves the queue unserved).
                 with self._cond:
-                    if not request.done:
+                    if not request.done and not request.taken:
                         self._pending.remove(request)
                         self._pending_texts -= len(request.texts)
                 raise fatal
@@ -141,6 +166,8 @@ class MicroBatchingEmbedder(EmbedderProxy):
             batch.append(request)
             total += len(request.texts)
         self._pending_texts -= total
+        for request in batch:
+            request.taken = True
         return batch
 
     def _run(self, batch: list[_Request]) -> BaseException | None:
@@ -167,7 +194,7 @@ class MicroBatchingEmbedder(EmbedderProxy):
                 start += len(r.texts)
                 r.done = True
             self._last_callers = len(batch)
-            self._running = False
+            self._running -= 1
             self._cond.notify_all()
         observer = self.observer
         if observer is not None and error is None:

@@ -17,11 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from perimeter.backends.bge_m3 import unused_token_ids
 from perimeter.backends.model_paths import force_offline, resolve_model_path
 from perimeter.backends.onnx_export import Kind, OnnxExport, ensure_export
 from perimeter.domain import EncodedText, SparseVector
 
 Runtime = Literal["onnx", "openvino"]
+Precision = Literal["f32", "bf16"]
 
 
 class OnnxEmbedder:
@@ -37,6 +39,7 @@ class OnnxEmbedder:
         runtime: Runtime = "onnx",
         quantize: bool = False,
         threads: int = 0,
+        precision: Precision = "f32",
         batch_size: int = 32,
         max_seq_length: int | None = None,
         query_prefix: str = "",
@@ -48,6 +51,7 @@ class OnnxEmbedder:
         self._runtime: Runtime = runtime
         self._quantize = quantize
         self._threads = threads
+        self._precision: Precision = precision
         self._batch_size = max(1, batch_size)
         self._max_seq_length = max_seq_length
         self._query_prefix = query_prefix
@@ -80,14 +84,14 @@ class OnnxEmbedder:
         # Counting (chunker, no truncation) gets its own copy: a fast tokenizer keeps padding
         # and truncation as state that each call resets (see sentence_transformer_embedder.py).
         count_tokenizer = copy.deepcopy(tokenizer)
-        skip = {
-            token_id
-            for name in ("cls", "eos", "pad", "unk")
-            if (token_id := getattr(tokenizer, f"{name}_token_id", None)) is not None
-        }
-        run = _openvino_runner(export, self._threads) if self._runtime == "openvino" else None
+        run = (
+            _openvino_runner(export, self._threads, self._precision)
+            if self._runtime == "openvino"
+            else None
+        )
         run = run or _onnxruntime_runner(export, self._threads)
-        return _Loaded(export, tokenizer, count_tokenizer, np.array(sorted(skip)), run)
+        skip = np.array(unused_token_ids(tokenizer))
+        return _Loaded(export, tokenizer, count_tokenizer, skip, run)
 
     def warm_up(self) -> None:
         self.encode_queries(["warm up"])
@@ -199,7 +203,7 @@ def _onnxruntime_runner(export: OnnxExport, threads: int) -> Any:
     return run
 
 
-def _openvino_runner(export: OnnxExport, threads: int) -> Any:
+def _openvino_runner(export: OnnxExport, threads: int, precision: Precision) -> Any:
     try:
         import openvino as ov
     except ImportError as exc:
@@ -208,7 +212,13 @@ def _openvino_runner(export: OnnxExport, threads: int) -> Any:
             "(pip install 'perimeter[openvino]')"
         ) from exc
     core = ov.Core()
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    # Precision is always said: left unset, OpenVINO computes in bfloat16 on CPUs that have
+    # AVX-512 BF16 or AMX and in float32 elsewhere, so the same graph would give other vectors
+    # (max |diff| 8e-4 on MiniLM) depending on the machine a worker lands on.
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": precision,
+    }
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(str(export.graph), "CPU", config)

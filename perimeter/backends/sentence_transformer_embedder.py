@@ -25,9 +25,11 @@ class SentenceTransformerEmbedder:
         max_seq_length: int | None = None,
         query_prefix: str = "",
         document_prefix: str = "",
+        threads: int = 0,
     ) -> None:
         self._spec = model
         self._device = device
+        self._threads = threads
         self._batch_size = batch_size
         self._max_seq_length = max_seq_length
         self._query_prefix = query_prefix
@@ -49,6 +51,10 @@ class SentenceTransformerEmbedder:
         force_offline()
         from sentence_transformers import SentenceTransformer
 
+        if self._threads:
+            import torch
+
+            torch.set_num_threads(self._threads)  # process-wide: torch has one intra-op pool
         path = resolve_model_path(self._spec)
         model = SentenceTransformer(str(path), device=self._device, local_files_only=True)
         if self._max_seq_length:

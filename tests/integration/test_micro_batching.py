@@ -230,6 +230,58 @@ def test_an_inner_error_reaches_every_caller_of_that_batch_and_only_them(
     np.testing.assert_allclose(_vectors(got), _alone(shared_embedder, TEXTS[4:5]), atol=1e-5)
 
 
+# -- several model calls at once (concurrency > 1) -------------------------------------------
+def test_with_two_slots_a_second_call_runs_while_the_first_is_in_the_model(
+    recorder: Recording, shared_embedder: Any
+) -> None:
+    batching = _batching(recorder, max_batch=64, concurrency=2)
+    _hold_first_call(recorder)
+    recorder.entered.clear()
+    got: dict[str, Any] = {}
+
+    def lead() -> None:
+        got["first"] = batching.encode_documents(TEXTS[:1])
+
+    first = threading.Thread(target=lead)
+    first.start()
+    assert recorder.entered.wait(30), "the first call never reached the model"
+    # One slot is taken by the held call; the second caller leads a call of its own at once
+    # (with one slot it would queue until the first finished).
+    second = batching.encode_documents(TEXTS[1:3])
+    assert batching.waiting == 0 and first.is_alive()
+    np.testing.assert_allclose(_vectors(second), _alone(shared_embedder, TEXTS[1:3]), atol=1e-5)
+    _release(recorder)
+    first.join(30)
+    assert not first.is_alive()
+    np.testing.assert_allclose(
+        _vectors(got["first"]), _alone(shared_embedder, TEXTS[:1]), atol=1e-5
+    )
+    assert recorder.calls == [TEXTS[:1], TEXTS[1:3]]
+
+
+@pytest.mark.parametrize("max_wait_ms", [0.0, 5.0])
+def test_with_two_slots_free_running_callers_each_get_their_own_vectors_once(
+    recorder: Recording, shared_embedder: Any, max_wait_ms: float
+) -> None:
+    # Lingering leaders can lose their request to the other slot's leader: every caller must
+    # still get exactly its own vectors, each text embedded once, and nobody hang.
+    batching = _batching(recorder, max_batch=6, max_wait_ms=max_wait_ms, concurrency=2)
+    jobs = [[TEXTS[(i * 7 + k) % len(TEXTS)] for k in range(1 + i % 3)] for i in range(10)]
+    for _round in range(3):
+        results, errors = _run_threads(batching, jobs)
+        assert errors == [None] * len(jobs)
+        for job, result in zip(jobs, results, strict=True):
+            assert result is not None
+            np.testing.assert_allclose(_vectors(result), _alone(shared_embedder, job), atol=1e-5)
+    assert sum(len(c) for c in recorder.calls) == 3 * sum(len(j) for j in jobs)
+    assert batching.waiting == 0
+
+
+def test_concurrency_must_be_positive(recorder: Recording) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        MicroBatchingEmbedder(recorder, concurrency=0)
+
+
 # -- a lone caller ---------------------------------------------------------------------------
 def test_a_lone_caller_runs_at_once_even_with_a_long_max_wait(
     recorder: Recording, shared_embedder: Any
@@ -300,9 +352,17 @@ def test_build_embedder_wraps_unless_disabled_and_loads_nothing() -> None:
     from perimeter.composition import build_embedder
     from perimeter.settings import Settings
 
-    wrapped = build_embedder(Settings(embedding={"micro_batch_max": 16, "micro_batch_wait_ms": 5}))
+    wrapped = build_embedder(
+        Settings(
+            embedding={
+                "micro_batch_max": 16,
+                "micro_batch_wait_ms": 5,
+                "micro_batch_concurrency": 2,
+            }
+        )
+    )
     assert isinstance(wrapped, MicroBatchingEmbedder)
-    assert wrapped.max_batch == 16
+    assert wrapped.max_batch == 16 and wrapped.concurrency == 2
     assert isinstance(wrapped.inner, SentenceTransformerEmbedder)
     assert wrapped.is_loaded is False  # cheap constructor: the model loads on first use
     plain = build_embedder(Settings(embedding={"micro_batch_max": 0}))

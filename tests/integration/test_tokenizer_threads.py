@@ -54,3 +54,28 @@ def test_count_tokens_and_encode_from_many_threads(shared_embedder: Any) -> None
         th.join()
     assert not errors, errors[:3]
     assert not wrong, wrong[:5]
+
+
+def test_torch_threads_setting_sets_the_intra_op_threads_when_the_model_loads() -> None:
+    """``embedding.torch_threads`` (process-wide in torch): checked in a child process so this
+    test process keeps torch's default for the tests after it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from perimeter.composition import build_embedder\n"
+        "from perimeter.settings import Settings\n"
+        "default = torch.get_num_threads()\n"
+        "build_embedder(Settings(embedding={'torch_threads': 0})).warm_up()\n"
+        "kept = torch.get_num_threads()\n"
+        "e = build_embedder(Settings(embedding={'torch_threads': 1}))\n"
+        "assert torch.get_num_threads() == default  # cheap constructor: nothing set yet\n"
+        "e.warm_up()\n"
+        "print(default, kept, torch.get_num_threads())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    ).stdout.split()
+    default, kept, after = (int(v) for v in out[-3:])
+    assert kept == default and after == 1
