@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 CISI_DIR = Path(os.environ.get("PERIMETER_CISI_DIR", "/work/shared/data/cisi"))
 
 
@@ -53,6 +55,49 @@ def write_corpus(folder: Path, limit: int | None = None, copies: int = 1) -> lis
             p.write_text(text if copies == 1 else f"Copy {copy}.\n\n{text}", encoding="utf-8")
             paths.append(p)
     return paths
+
+
+def populate(
+    settings: Any, target: int, have: int, base: tuple[list[str], np.ndarray, list[Any]]
+) -> int:
+    """Grow the default collection of ``settings`` from ``have`` to ``target`` points: ``base``'s
+    (texts, dense vectors, sparse vectors) cycled, each dense vector past the first copy moved by
+    small Gaussian noise. Four chunks per synthetic document ``bench-N``; returns the count."""
+    from perimeter.composition import build_services
+    from perimeter.domain import ChunkRecord, point_id_for
+
+    texts, dense, sparse = base
+    services = build_services(settings)
+    services.ensure_ready()
+    rng = np.random.default_rng(have)
+    batch: list[ChunkRecord] = []
+    for i in range(have, target):
+        j = i % len(texts)
+        vec = dense[j] if i < len(texts) else dense[j] + rng.normal(0, 0.02, dense.shape[1])
+        vec = vec / np.linalg.norm(vec)
+        doc_id = f"bench-{i // 4}"
+        batch.append(
+            ChunkRecord(
+                point_id=point_id_for(doc_id, i % 4),
+                tenant_id="default",
+                document_id=doc_id,
+                chunk_index=i % 4,
+                text=texts[j],
+                filename=f"{doc_id}.txt",
+                page=None,
+                section=None,
+                dense=vec.astype(np.float32).tolist(),
+                sparse=sparse[j],
+            )
+        )
+        if len(batch) == 1024:
+            services.store.upsert(batch)
+            batch = []
+    if batch:
+        services.store.upsert(batch)
+    count = services.store.count_all()
+    services.close()
+    return count
 
 
 def free_port() -> int:

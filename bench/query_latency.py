@@ -31,6 +31,7 @@ from bench.common import (
     free_port,
     git_rev,
     machine,
+    populate,
     summary,
 )
 
@@ -53,46 +54,6 @@ def base_records(settings: Any) -> tuple[list[str], np.ndarray, list[Any]]:
     )
     sparse = Bm25SparseEncoder().encode_documents(texts)
     return texts, dense, sparse
-
-
-def populate(
-    settings: Any, target: int, have: int, base: tuple[list[str], np.ndarray, list[Any]]
-) -> int:
-    from perimeter.composition import build_services
-    from perimeter.domain import ChunkRecord, point_id_for
-
-    texts, dense, sparse = base
-    services = build_services(settings)
-    services.ensure_ready()
-    rng = np.random.default_rng(have)
-    batch: list[ChunkRecord] = []
-    for i in range(have, target):
-        j = i % len(texts)
-        vec = dense[j] if i < len(texts) else dense[j] + rng.normal(0, 0.02, dense.shape[1])
-        vec = vec / np.linalg.norm(vec)
-        doc_id = f"bench-{i // 4}"
-        batch.append(
-            ChunkRecord(
-                point_id=point_id_for(doc_id, i % 4),
-                tenant_id="default",
-                document_id=doc_id,
-                chunk_index=i % 4,
-                text=texts[j],
-                filename=f"{doc_id}.txt",
-                page=None,
-                section=None,
-                dense=vec.astype(np.float32).tolist(),
-                sparse=sparse[j],
-            )
-        )
-        if len(batch) == 1024:
-            services.store.upsert(batch)
-            batch = []
-    if batch:
-        services.store.upsert(batch)
-    count = services.store.count_all()
-    services.close()
-    return count
 
 
 def load(
@@ -201,6 +162,12 @@ def main() -> None:
     ap.add_argument(
         "--answer-clients", type=int, nargs="+", default=[1, 8], help="client levels for answers"
     )
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="the server's torch threads per model call (PERIMETER_EMBEDDING__TORCH_THREADS)",
+    )
     args = ap.parse_args()
 
     from perimeter.settings import Settings
@@ -221,10 +188,16 @@ def main() -> None:
         storage={"data_dir": tmp / "data"},
         broker={"url": "redis://127.0.0.1:6379/14", "queue": f"bench.{uuid.uuid4().hex[:8]}"},
         llm={"base_url": llm_url, "model": "smollm2-135m-instruct"},
+        embedding={"torch_threads": args.torch_threads},
     )
     questions = cisi_queries()
     base = base_records(settings)
-    out: dict[str, Any] = {"machine": machine(), "git": git_rev(), "base_chunks": len(base[0])}
+    out: dict[str, Any] = {
+        "machine": machine(),
+        "git": git_rev(),
+        "base_chunks": len(base[0]),
+        "torch_threads": args.torch_threads,
+    }
     results = []
     have = 0
     for size in sorted(args.sizes):
