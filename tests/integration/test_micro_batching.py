@@ -186,14 +186,26 @@ def test_free_running_threads_make_fewer_inner_calls_than_callers(
 ) -> None:
     batching = _batching(recorder, max_batch=64)
     jobs = [[TEXTS[i % len(TEXTS)], TEXTS[(i * 5 + 1) % len(TEXTS)]][: 1 + i % 2] for i in range(8)]
-    for _round in range(3):
+    _rounds_each_get_their_own(batching, recorder, shared_embedder, jobs, rounds=3)
+    assert len(recorder.calls) < 3 * len(jobs), recorder.calls
+
+
+def _rounds_each_get_their_own(
+    batching: MicroBatchingEmbedder,
+    recorder: Recording,
+    shared_embedder: Any,
+    jobs: list[list[str]],
+    rounds: int,
+) -> None:
+    """``rounds`` rounds of free-running callers: each gets exactly its own vectors, and every
+    text reaches the model once per round."""
+    for _round in range(rounds):
         results, errors = _run_threads(batching, jobs)
         assert errors == [None] * len(jobs)
         for job, got in zip(jobs, results, strict=True):
             assert got is not None
             np.testing.assert_allclose(_vectors(got), _alone(shared_embedder, job), atol=1e-5)
-    assert sum(len(c) for c in recorder.calls) == 3 * sum(len(j) for j in jobs)
-    assert len(recorder.calls) < 3 * len(jobs), recorder.calls
+    assert sum(len(c) for c in recorder.calls) == rounds * sum(len(j) for j in jobs)
 
 
 def test_batches_hold_at_most_max_batch_texts_but_a_big_caller_is_never_split(
@@ -267,13 +279,7 @@ def test_with_two_slots_free_running_callers_each_get_their_own_vectors_once(
     # still get exactly its own vectors, each text embedded once, and nobody hang.
     batching = _batching(recorder, max_batch=6, max_wait_ms=max_wait_ms, concurrency=2)
     jobs = [[TEXTS[(i * 7 + k) % len(TEXTS)] for k in range(1 + i % 3)] for i in range(10)]
-    for _round in range(3):
-        results, errors = _run_threads(batching, jobs)
-        assert errors == [None] * len(jobs)
-        for job, result in zip(jobs, results, strict=True):
-            assert result is not None
-            np.testing.assert_allclose(_vectors(result), _alone(shared_embedder, job), atol=1e-5)
-    assert sum(len(c) for c in recorder.calls) == 3 * sum(len(j) for j in jobs)
+    _rounds_each_get_their_own(batching, recorder, shared_embedder, jobs, rounds=3)
     assert batching.waiting == 0
 
 
