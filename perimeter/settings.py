@@ -141,9 +141,10 @@ class EmbeddingSettings(BaseModel):
     openvino_precision: Literal["f32", "bf16"] = Field(
         default="f32",
         description="Backend 'openvino': the precision it computes in. 'f32' gives the torch "
-        "model's vectors on every CPU. 'bf16' is faster on CPUs with AVX-512 BF16 or AMX (see "
-        "BENCHMARKS.md) and shifts the vectors slightly: reindex when switching. (OpenVINO's own "
-        "default is bf16 where the CPU has it, which is why Perimeter asks explicitly.)",
+        "model's vectors on every CPU. 'bf16' may be faster on CPUs with AMX (not measured; on "
+        "an AVX-512 BF16 Xeon without AMX it was slower, BENCHMARKS.md) and shifts the vectors "
+        "slightly: reindex when switching. (OpenVINO's own default is bf16 where the CPU has "
+        "it, which is why Perimeter asks explicitly.)",
     )
     onnx_cache_dir: Path | None = Field(
         default=None,

@@ -15,7 +15,8 @@ under load, as large as the number of callers that arrived while the previous ba
 callers (concurrent load was seen) waits at most that long for company before running.
 ``concurrency`` > 1 lets that many batches run in the model at once, each led by its own caller:
 on a CPU, single-threaded calls side by side, one per core, instead of one call whose threads
-must wait for each other (see BENCHMARKS.md, "Ingestion throughput").
+must wait for each other (BENCHMARKS.md, "one model call per core": not faster than one
+batch at a time on the 2-vCPU test host, within its noise).
 
 Queries (``encode_queries``) and everything else pass straight through to the wrapped embedder.
 """
