@@ -41,7 +41,11 @@ RUN pip install --upgrade pip wheel \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY perimeter ./perimeter
+COPY core ./core
+COPY ingest ./ingest
+COPY retrieval ./retrieval
+COPY api ./api
+COPY workers ./workers
 # EXTRAS=openvino adds the OpenVINO embedding backend (PERIMETER_EMBEDDING__BACKEND=openvino);
 # ONNX Runtime (backend 'onnx') is always in.
 ARG EXTRAS=""

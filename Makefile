@@ -20,8 +20,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check perimeter tests bench
-	$(VENV)/bin/ruff format --check perimeter tests bench
+	$(VENV)/bin/ruff check core ingest retrieval api workers tests bench
+	$(VENV)/bin/ruff format --check core ingest retrieval api workers tests bench
 	$(VENV)/bin/mypy
 
 clean-data:
