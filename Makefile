@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# A plain .pth naming the five source roots, so mypy, IDEs and `python -m` see the same
+	# `perimeter` namespace that setuptools' editable finder serves.
+	printf '%s\n' $(CURDIR)/core $(CURDIR)/ingest $(CURDIR)/retrieval $(CURDIR)/api $(CURDIR)/workers \
+	  > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/perimeter-source-roots.pth"
 	touch $(STAMP)
 
 up: $(STAMP)
