@@ -23,7 +23,7 @@ from perimeter.api.routes import (
     web,
 )
 from perimeter.auth import routes as admin_routes
-from perimeter.backends.qdrant_store import StoreUnavailable
+from perimeter.backends.errors import StoreUnavailable
 from perimeter.composition import Services, build_services
 from perimeter.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 from perimeter.observability import Metrics

@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from perimeter.backends.blob_store import FileTooLarge
+from perimeter.backends.errors import StoreUnavailable
 from perimeter.backends.openai_llm import LLMUnavailable
-from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
 from perimeter.knowledge_bases import KnowledgeBaseNotFound, UnknownEmbeddingProfile
 from perimeter.logs import request_id_var

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perimeter.backends.errors import StoreUnavailable
 from perimeter.domain import ChunkRecord, ScoredChunk, SearchFilter, SparseVector, point_id_for
 
 if TYPE_CHECKING:
@@ -53,15 +54,6 @@ class _Serialized:
 def _scope(tenant_id: str, kb: str) -> str:
     # Neither tenant ids nor knowledge base names may contain "/", so the pair is unambiguous.
     return f"{tenant_id}/{kb}"
-
-
-class StoreUnavailable(RuntimeError):
-    """The vector store cannot be reached; callers answer 503 with Retry-After. ``where``: the
-    Qdrant server URL, when the store is a server."""
-
-    def __init__(self, message: str, where: str | None = None) -> None:
-        super().__init__(message)
-        self.where = where
 
 
 def _unreachable(exc: BaseException) -> bool:

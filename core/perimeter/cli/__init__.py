@@ -25,4 +25,3 @@ def main() -> None:
     # Ctrl-C during `up` should stop cleanly, not print a traceback.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app()
-

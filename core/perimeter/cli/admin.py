@@ -7,8 +7,9 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
-from perimeter.cli.common import JsonOpt, _fail, app, console, err
 from rich.table import Table
+
+from perimeter.cli.common import JsonOpt, _fail, app, console, err
 
 # operator's tools on the host, and must work before any key exists.
 admin_app = typer.Typer(

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
 from perimeter.cli.common import (
     SUPPORTED_SUFFIXES,
     CollectionOpt,
@@ -18,8 +21,6 @@ from perimeter.cli.common import (
     err,
 )
 from perimeter.client import PerimeterClient, PerimeterError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 docs_app = typer.Typer(help="List and delete documents.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from perimeter.cli.common import UrlOpt, _fail, _logging, app, console, err
 from perimeter.client import PerimeterClient, PerimeterError
 

@@ -10,8 +10,9 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
-from perimeter.cli.common import JsonOpt, _fail, _logging, app, console
 from rich.table import Table
+
+from perimeter.cli.common import JsonOpt, _fail, _logging, app, console
 
 
 # -- running the stack ---------------------------------------------------------------------
@@ -23,6 +24,7 @@ def up(
     """Start Perimeter on the embedded default: API + in-process Celery worker + local Qdrant +
     SQLite + packaged embedder + packaged SmolLM2 behind an OpenAI-compatible server."""
     import uvicorn
+
     from perimeter.api.app import create_app
     from perimeter.backends.llama_server import LlamaServer
     from perimeter.backends.model_paths import default_gguf_path, force_offline
@@ -103,6 +105,7 @@ def api(
 ) -> None:
     """Run the API alone (production: Qdrant server, Redis broker, separate workers)."""
     import uvicorn
+
     from perimeter.settings import get_settings
 
     _logging()
@@ -149,6 +152,7 @@ def worker(
     --concurrency N: the threads share one model and their documents are embedded in common
     batches (PERIMETER_EMBEDDING__MICRO_BATCH_MAX); prefork processes cannot share batches."""
     from celery.signals import worker_process_init, worker_ready
+
     from perimeter.backends.model_paths import force_offline
     from perimeter.composition import build_services
     from perimeter.settings import get_settings

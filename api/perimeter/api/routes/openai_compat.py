@@ -30,8 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
 from perimeter.api.errors import APIError, store_unavailable_message
 from perimeter.audit import record_query
+from perimeter.backends.errors import StoreUnavailable
 from perimeter.backends.openai_llm import LLMUnavailable
-from perimeter.backends.qdrant_store import StoreUnavailable
 from perimeter.composition import Services
 from perimeter.domain import DEFAULT_KB, KnowledgeBase, SearchFilter
 from perimeter.knowledge_bases import OPENAI_DEFAULT_MODEL, UnknownEmbeddingProfile
