@@ -13,6 +13,7 @@ from opentelemetry.trace import Tracer
 from starlette.responses import Response
 
 from perimeter.api.errors import error_response, install_error_handlers
+from perimeter.api.routes import admin as admin_routes
 from perimeter.api.routes import (
     collections,
     documents,
@@ -22,7 +23,6 @@ from perimeter.api.routes import (
     query,
     web,
 )
-from perimeter.auth import routes as admin_routes
 from perimeter.backends.errors import StoreUnavailable
 from perimeter.composition import Services, build_services
 from perimeter.logs import REQUEST_ID_HEADER, new_request_id, request_id_var

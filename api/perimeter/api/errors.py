@@ -18,28 +18,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from perimeter.backends.blob_store import FileTooLarge
 from perimeter.backends.errors import StoreUnavailable
 from perimeter.backends.openai_llm import LLMUnavailable
-from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
+from perimeter.errors import APIError, InvalidDocument, UnsupportedFileType
 from perimeter.knowledge_bases import KnowledgeBaseNotFound, UnknownEmbeddingProfile
 from perimeter.logs import request_id_var
 
 log = logging.getLogger(__name__)
-
-
-class APIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        details: Any | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-        self.headers = headers
 
 
 def error_response(

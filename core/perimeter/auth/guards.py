@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from perimeter.api.errors import APIError
 from perimeter.auth.principal import InvalidGroups, Principal, parse_groups
 from perimeter.domain import DEFAULT_KB, DocumentRecord, JobRecord, document_id_for
+from perimeter.errors import APIError
 
 if TYPE_CHECKING:
     from perimeter.composition import Services

@@ -79,8 +79,8 @@ from pathlib import Path
 from typing import Any
 
 from perimeter.domain import ParsedDocument, ParsedElement
-from perimeter.ingest.errors import ParseError, UnsupportedFileType
-from perimeter.ingest.validation import (
+from perimeter.errors import ParseError, UnsupportedFileType
+from perimeter.mime import (
     CSV,
     DOCX,
     EMAIL,

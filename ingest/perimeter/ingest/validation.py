@@ -18,22 +18,28 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
-
-PDF = "application/pdf"
-DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-HTML = "text/html"
-MARKDOWN = "text/markdown"
-PLAIN = "text/plain"
-CSV = "text/csv"
-EMAIL = "message/rfc822"
-
-SUPPORTED_TYPES: frozenset[str] = frozenset(
-    {PDF, DOCX, PPTX, XLSX, HTML, MARKDOWN, PLAIN, CSV, EMAIL}
+from perimeter.errors import InvalidDocument, UnsupportedFileType
+from perimeter.mime import (  # noqa: F401  (re-exported: the types are part of this module's API)
+    CSV,
+    DOCX,
+    EMAIL,
+    HTML,
+    MARKDOWN,
+    MAX_CONTROL_RATIO,
+    PDF,
+    PLAIN,
+    PPTX,
+    SUPPORTED_TYPES,
+    TEXT_TYPES,
+    XLSX,
+    decode_text,
 )
-TEXT_TYPES: frozenset[str] = frozenset({HTML, MARKDOWN, PLAIN, CSV, EMAIL})
+from perimeter.mime import (
+    control_ratio as _control_ratio,
+)
+from perimeter.mime import (
+    latin1_or_reject as _latin1_or_reject,
+)
 
 HEAD_BYTES = 8192
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 500 * 1024 * 1024
@@ -42,9 +48,6 @@ DEFAULT_MAX_COMPRESSION_RATIO = 100.0
 # settings.xml); only a large member with an extreme ratio is a bomb signal.
 RATIO_CHECK_MIN_BYTES = 10 * 1024 * 1024
 MAX_ZIP_MEMBERS = 10_000
-# Share of characters that may be control characters before "text" is judged binary.
-MAX_CONTROL_RATIO = 0.05
-MIN_PRINTABLE_RATIO_LATIN1 = 0.95
 
 # The part every well-formed package of each kind has (python-docx, python-pptx and openpyxl
 # all read these names).
@@ -157,13 +160,6 @@ def _looks_like_email(head: bytes) -> bool:
     return len(known) >= 2 and bool(known & {b"from", b"received", b"message-id", b"mime-version"})
 
 
-def _control_ratio(text: str) -> float:
-    if not text:
-        return 0.0
-    controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v")
-    return controls / len(text)
-
-
 def _decode_head(head: bytes, complete: bool) -> str:
     """Decode a prefix of a file, tolerating a multi-byte character cut at its end."""
     if b"\x00" in head:
@@ -176,39 +172,6 @@ def _decode_head(head: bytes, complete: bool) -> str:
         return decoder.decode(head, final=complete)
     except UnicodeDecodeError:
         return _latin1_or_reject(head)
-
-
-def _latin1_or_reject(data: bytes) -> str:
-    text = data.decode("latin-1")
-    printable = sum(1 for ch in text if ch.isprintable() or ch in "\t\n\r\f\v")
-    if text and printable / len(text) >= MIN_PRINTABLE_RATIO_LATIN1:
-        return text
-    raise UnsupportedFileType(
-        "binary file of an unrecognised type (not UTF-8 text): supported types are PDF, DOCX, "
-        "PPTX, XLSX, HTML, Markdown, plain text, CSV and e-mail (.eml)"
-    )
-
-
-def decode_text(data: bytes) -> str:
-    """The text of a text upload: UTF-8 (a BOM is dropped), else Latin-1 when the bytes are
-    plausibly Latin-1 text (no NUL, mostly printable). The parser decodes with this same rule,
-    so what validation accepted is exactly what gets indexed."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InvalidDocument("UTF-16 text is not supported: save the file as UTF-8")
-    if b"\x00" in data:
-        raise UnsupportedFileType("binary file (contains NUL bytes), not text")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = _latin1_or_reject(data)
-        except UnsupportedFileType as exc:
-            raise InvalidDocument(
-                "text is not valid UTF-8 (nor plausible Latin-1): save the file as UTF-8"
-            ) from exc
-    if _control_ratio(text) > MAX_CONTROL_RATIO:
-        raise UnsupportedFileType("binary file (too many control characters), not text")
-    return text
 
 
 def _text_flavour(text: str, head: bytes, filename: str, declared_type: str | None) -> str:
