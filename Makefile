@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check core ingest retrieval api workers tests bench
 	$(VENV)/bin/ruff format --check core ingest retrieval api workers tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports pyproject.toml
 
 clean-data:
 	rm -rf perimeter-data

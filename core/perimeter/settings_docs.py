@@ -157,7 +157,7 @@ def render_markdown(settings_cls: type[BaseModel] = Settings) -> str:
     lines = [
         "# Configuration",
         "",
-        f"<!-- Generated from perimeter/settings.py by `{REGENERATE}`. Do not edit by hand: "
+        f"<!-- Generated from core/perimeter/settings.py by `{REGENERATE}`. Do not edit by hand: "
         "tests/unit/test_configuration_docs.py fails when this file is stale. -->",
         "",
         "Every setting is an environment variable named `PERIMETER_<SUBSYSTEM>__<FIELD>` (two "

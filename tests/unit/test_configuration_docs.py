@@ -22,7 +22,7 @@ def test_configuration_docs_match_the_settings_class() -> None:
     expected = render_markdown()
     actual = DOCS.read_text(encoding="utf-8") if DOCS.exists() else ""
     assert actual == expected, (
-        f"docs/configuration.md is out of date with perimeter/settings.py; run: {REGENERATE}"
+        f"docs/configuration.md is out of date with core/perimeter/settings.py; run: {REGENERATE}"
     )
 
 

@@ -134,6 +134,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 def _store_unreachable(exc: BaseException) -> bool:
-    from qdrant_client.http.exceptions import ResponseHandlingException
-
-    return isinstance(exc, StoreUnavailable | ResponseHandlingException)
+    # The store adapters turn their client's connection failures into StoreUnavailable, so the
+    # API never names a Qdrant type.
+    return isinstance(exc, StoreUnavailable)

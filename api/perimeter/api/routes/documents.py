@@ -17,7 +17,7 @@ from perimeter.api.schemas import (
     UploadedOut,
     UploadResponse,
 )
-from perimeter.auth import guards
+from perimeter.api import guards
 from perimeter.auth.acl import list_visible_documents
 from perimeter.backends.blob_store import FileTooLarge
 from perimeter.domain import DEFAULT_KB, DocumentStatus

@@ -13,7 +13,7 @@ from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
 from perimeter.api.errors import APIError
 from perimeter.api.schemas import CitationOut, QueryRequest, QueryResponse, UsageOut
 from perimeter.audit import record_query
-from perimeter.auth import guards
+from perimeter.api import guards
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.domain import SearchFilter
 from perimeter.retrieval.answer import Answer, Citation, citation_of, result_timings
