@@ -26,6 +26,8 @@ for _k, _v in {
 }.items():
     os.environ.setdefault(_k, _v)
 
+from perimeter.polling import wait_until_final  # noqa: E402  (light: domain types only)
+
 REDIS_URL = os.environ.get("PERIMETER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -124,21 +126,13 @@ class Stack:
     worker: Any
 
     def wait_indexed(self, document_ids: list[str], timeout_s: float = 120.0) -> dict[str, Any]:
-        import time
-
-        deadline = time.monotonic() + timeout_s
-        final: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            for doc_id in document_ids:
-                if doc_id in final:
-                    continue
-                body = self.client.get(f"/v1/documents/{doc_id}").json()
-                if body["status"] in ("indexed", "failed"):
-                    final[doc_id] = body
-            if len(final) == len(document_ids):
-                return final
-            time.sleep(0.2)
-        raise TimeoutError(f"not indexed in {timeout_s}s: {set(document_ids) - set(final)}")
+        return wait_until_final(
+            document_ids,
+            lambda doc_id: self.client.get(f"/v1/documents/{doc_id}").json(),
+            lambda body: str(body["status"]),
+            timeout_s,
+            poll_s=0.2,
+        )
 
 
 @contextmanager
@@ -170,7 +164,8 @@ def running_stack(
             {"base_url": server.base_url, "model": "smollm2-135m-instruct"}
         )
     settings = make_settings(tmp_path, **overrides)
-    if not uses_llm:
+    # A test that names its own LLM server (tests/vllm: vLLM) keeps it.
+    if not uses_llm and "base_url" not in overrides.get("llm", {}):
         settings.llm.base_url = f"http://127.0.0.1:{free_port()}/v1"
         settings.llm.max_retries = 0
         settings.llm.timeout_s = 2
@@ -243,19 +238,13 @@ class SecureStack(Stack):
 
     def wait_indexed(self, document_ids: list[str], timeout_s: float = 120.0) -> dict[str, Any]:
         # Reads the rows directly: the unauthenticated GET of Stack.wait_indexed would be a 401.
-        import time
-
-        deadline = time.monotonic() + timeout_s
-        final: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            for doc_id in document_ids:
-                doc = self.services.metadata.get_document_any_tenant(doc_id)
-                if doc is not None and doc.status.value in ("indexed", "failed"):
-                    final[doc_id] = doc
-            if len(final) == len(document_ids):
-                return final
-            time.sleep(0.2)
-        raise TimeoutError(f"not indexed in {timeout_s}s: {set(document_ids) - set(final)}")
+        return wait_until_final(
+            document_ids,
+            self.services.metadata.get_document_any_tenant,
+            lambda doc: str(doc.status.value),
+            timeout_s,
+            poll_s=0.2,
+        )
 
 
 @pytest.fixture

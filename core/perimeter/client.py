@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from perimeter.polling import wait_until_final
 
 
 class PerimeterError(RuntimeError):
@@ -122,23 +123,23 @@ class PerimeterClient:
         return dict(self._request("GET", f"/v1/jobs/{job_id}"))
 
     def wait_indexed(
-        self, document_ids: Sequence[str], timeout_s: float = 300.0, poll_s: float = 0.5
+        self,
+        document_ids: Sequence[str],
+        timeout_s: float = 300.0,
+        poll_s: float = 0.5,
+        on_final: Callable[[str, dict[str, Any]], None] | None = None,
+        raise_on_timeout: bool = True,
     ) -> dict[str, dict[str, Any]]:
         """Poll until every document is indexed or failed; returns their final records."""
-        deadline = time.monotonic() + timeout_s
-        pending = set(document_ids)
-        final: dict[str, dict[str, Any]] = {}
-        while pending:
-            for doc_id in list(pending):
-                doc = self.document(doc_id)
-                if doc["status"] in ("indexed", "failed"):
-                    final[doc_id] = doc
-                    pending.discard(doc_id)
-            if pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{len(pending)} document(s) not indexed in {timeout_s}s")
-                time.sleep(poll_s)
-        return final
+        return wait_until_final(
+            document_ids,
+            self.document,
+            lambda doc: str(doc["status"]),
+            timeout_s,
+            poll_s=poll_s,
+            on_final=on_final,
+            raise_on_timeout=raise_on_timeout,
+        )
 
     # -- collections (knowledge bases) ------------------------------------------------------
     def create_collection(self, name: str, **settings: Any) -> dict[str, Any]:

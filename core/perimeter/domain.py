@@ -39,6 +39,12 @@ class DocumentStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+# A document in one of these states will not change again until it is re-uploaded or re-indexed.
+FINAL_DOCUMENT_STATUSES: frozenset[str] = frozenset(
+    {DocumentStatus.INDEXED.value, DocumentStatus.FAILED.value}
+)
+
+
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -53,12 +59,46 @@ class ParsedElement:
     text: str
     category: str  # "Title", "NarrativeText", "ListItem", "Table", ...
     page: int | None = None
+    # A "Table"'s name (its caption, the heading above it, or the sheet name): every chunk of
+    # the table repeats it with the header row, so a cell found alone still says what it is.
+    caption: str | None = None
+    # Mean recognition confidence (0..1) when the text came from OCR; None for a text layer.
+    ocr_confidence: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
     elements: list[ParsedElement]
     pages: int | None = None
+    # Pages (1-based) whose text came from OCR, and their character-weighted mean confidence.
+    ocr_pages: tuple[int, ...] = ()
+    ocr_confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OcrLine:
+    """One line of recognised text, with its box in page pixels (x0, y0, x1, y1)."""
+
+    text: str
+    confidence: float
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class OcrPage:
+    """What an OCR engine read on one page image, in reading order."""
+
+    lines: list[OcrLine]
+    width: int
+    height: int
+
+    @property
+    def confidence(self) -> float | None:
+        """Character-weighted mean line confidence; None when nothing was read."""
+        chars = sum(len(line.text) for line in self.lines)
+        if not chars:
+            return None
+        return sum(line.confidence * len(line.text) for line in self.lines) / chars
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,3 +234,31 @@ class KnowledgeBase:
     llm_model: str | None = None  # a model or LoRA adapter name on the OpenAI-compatible server
     sensitivity: str | None = None  # a label routing rules can match ("restricted", ...)
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationTurnRecord:
+    """One question of a stored conversation: what was asked, the standalone query it was
+    searched with, and the response shown (the /v1/query body, so a client can redraw it)."""
+
+    seq: int
+    question: str
+    search_query: str
+    rewrite_method: str  # "none" | "carry" | "llm"
+    response: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    """A conversation belongs to one caller (tenant + actor) and one knowledge base."""
+
+    id: str
+    tenant_id: str
+    actor: str
+    kb: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    turn_count: int = 0
+    turns: list[ConversationTurnRecord] = field(default_factory=list)

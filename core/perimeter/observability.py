@@ -31,6 +31,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from perimeter.domain import DocumentStatus
+
 if TYPE_CHECKING:
     from perimeter.composition import Services
 
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 TOKENS_PER_S_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-KNOWN_STATUSES = ("queued", "parsing", "embedding", "indexed", "failed")
+KNOWN_STATUSES = tuple(status.value for status in DocumentStatus)
 MODEL_BATCH_METRIC = "perimeter_embedding_model_batch_size"
 MODEL_BATCH_HELP = (
     "Texts per model call during ingestion, after cross-document micro-batching "

@@ -20,7 +20,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ import httpx
 import pytest
 
 from perimeter.egress_guard import EgressGuard
+from perimeter.polling import wait_until_final
 from tests import docfactory as df
 from tests.conftest import Stack, free_port, stop_gracefully, wait_until_ready
 
@@ -190,16 +190,13 @@ def test_cold_start_of_the_embedded_default_makes_no_outbound_connection(
                     for h in handles:
                         h.close()
                 assert up.status_code == 202, up.text
-                pending = {d["document_id"] for d in up.json()["documents"]}
-                deadline = time.monotonic() + 240
-                while pending and time.monotonic() < deadline:
-                    for doc_id in list(pending):
-                        doc = client.get(f"/v1/documents/{doc_id}").json()
-                        if doc["status"] in ("indexed", "failed"):
-                            assert doc["status"] == "indexed", doc
-                            pending.discard(doc_id)
-                    time.sleep(0.5)
-                assert not pending, f"not indexed: {pending}"
+                final = wait_until_final(
+                    [d["document_id"] for d in up.json()["documents"]],
+                    lambda doc_id: client.get(f"/v1/documents/{doc_id}").json(),
+                    lambda doc: str(doc["status"]),
+                    timeout_s=240,
+                )
+                assert all(d["status"] == "indexed" for d in final.values()), final
                 answer = client.post("/v1/query", json={"question": "When is the boiler serviced?"})
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["sources"]

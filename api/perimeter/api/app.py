@@ -12,10 +12,12 @@ from fastapi import FastAPI, Request
 from opentelemetry.trace import Tracer
 from starlette.responses import Response
 
-from perimeter.api.errors import error_response, install_error_handlers
+from perimeter.api.errors import error_response, install_error_handlers, log_unexpected
+from perimeter.api.gate import RequestGate
 from perimeter.api.routes import admin as admin_routes
 from perimeter.api.routes import (
     collections,
+    conversations,
     documents,
     health,
     metrics,
@@ -23,6 +25,7 @@ from perimeter.api.routes import (
     query,
     web,
 )
+from perimeter.api.routes import reindex as reindex_routes
 from perimeter.backends.errors import StoreUnavailable
 from perimeter.composition import Services, build_services
 from perimeter.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
@@ -65,6 +68,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     install_error_handlers(app)
     app.state.metrics = Metrics()
+    # Innermost of the middlewares (added first), so its early answers (401, 413, 503) still
+    # carry a request id and count in the latency metrics; none of those outer layers reads
+    # the body, so nothing is read before the gate has authenticated the caller.
+    app.add_middleware(
+        RequestGate,
+        settings=effective,
+        services=lambda: getattr(app.state, "services", None),
+    )
 
     @app.middleware("http")
     async def observe_latency(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -99,34 +110,22 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         token = request_id_var.set(rid)
         try:
             response: Response = await call_next(request)
+        except Exception as exc:
+            # Starlette runs the app-wide Exception handler outside every middleware, after
+            # this id is gone: answer the 500 here, so its body and header carry this id.
+            response = error_response(500, "internal_error", log_unexpected(exc))
         finally:
             request_id_var.reset(token)
         response.headers[REQUEST_ID_HEADER] = rid
-        return response
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        # Reject oversized uploads before reading them; per-file limits are checked while
-        # streaming to disk, since Content-Length may be absent (chunked) or lie.
-        length = request.headers.get("content-length")
-        limit = effective.api.max_request_bytes
-        if length is not None:
-            try:
-                too_big = int(length) > limit + 1024 * 1024  # multipart framing overhead
-            except ValueError:
-                return error_response(400, "bad_content_length", "Content-Length is not a number")
-            if too_big:
-                return error_response(
-                    413, "request_too_large", f"request exceeds {limit // (1024 * 1024)} MiB"
-                )
-        response: Response = await call_next(request)
         return response
 
     app.include_router(health.router)
     app.include_router(documents.router)
     app.include_router(collections.router)
     app.include_router(query.router)
+    app.include_router(conversations.router)
     app.include_router(admin_routes.router)
+    app.include_router(reindex_routes.router)
     app.include_router(openai_compat.router)
     app.include_router(web.router)
     app.include_router(metrics.router)

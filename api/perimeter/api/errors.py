@@ -7,7 +7,6 @@ response repeats, so an operator can find the log line.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,11 +15,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from perimeter.backends.blob_store import FileTooLarge
-from perimeter.backends.errors import StoreUnavailable
+from perimeter.backends.errors import LLMContextExceeded, StoreUnavailable
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.errors import APIError, InvalidDocument, UnsupportedFileType
 from perimeter.knowledge_bases import KnowledgeBaseNotFound, UnknownEmbeddingProfile
-from perimeter.logs import request_id_var
+from perimeter.logs import new_request_id, request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,26 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+def log_unexpected(exc: BaseException) -> str:
+    """Log an unexpected error with the request's id (the one in ``X-Request-ID``) and return
+    the message a client gets: the id, never the traceback. Every 500 of every route says it
+    this way, so the id a user quotes is the one in the log."""
+    request_id = request_id_var.get() or new_request_id()
+    log.exception("unhandled error (request %s)", request_id, exc_info=exc)
+    return f"internal error; the server log has request id {request_id}"
+
+
 def store_unavailable_message(exc: StoreUnavailable) -> str:
     if exc.where:
         return f"Qdrant not reachable at {exc.where}; is the service up? Try again shortly"
     return "the vector store is not reachable; try again shortly"
+
+
+def context_exceeded_message(exc: LLMContextExceeded) -> str:
+    return (
+        "the question does not fit the language model's context window even with a single "
+        f"source; ask a shorter question ({exc})"
+    )
 
 
 def _clean_validation(errors: list[Any]) -> list[dict[str, Any]]:
@@ -73,8 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        code = getattr(exc, "code", None) or {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        # exc.headers: the request gate's body-limit errors close the connection.
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(InvalidDocument)
     async def _invalid(_: Request, exc: InvalidDocument) -> JSONResponse:
@@ -110,6 +128,10 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(LLMContextExceeded)
+    async def _context(_: Request, exc: LLMContextExceeded) -> JSONResponse:
+        return error_response(400, "context_length_exceeded", context_exceeded_message(exc))
+
     @app.exception_handler(LLMUnavailable)
     async def _llm(_: Request, exc: LLMUnavailable) -> JSONResponse:
         log.warning("LLM unavailable: %s", exc)
@@ -123,8 +145,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        request_id = request_id_var.get() or uuid.uuid4().hex[:12]
-        log.exception("unhandled error (request %s)", request_id, exc_info=exc)
-        return error_response(
-            500, "internal_error", f"internal error; the server log has request id {request_id}"
-        )
+        return error_response(500, "internal_error", log_unexpected(exc))

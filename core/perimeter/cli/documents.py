@@ -92,19 +92,12 @@ def ingest(
         final: dict[str, dict[str, Any]] = {}
         if wait and results:
             index_task = progress.add_task("indexing", total=len(results))
-            pending = {r["document_id"] for r in results}
-            import time
-
-            deadline = time.monotonic() + timeout_s
-            while pending and time.monotonic() < deadline:
-                for doc_id in list(pending):
-                    doc = client.document(doc_id)
-                    if doc["status"] in ("indexed", "failed"):
-                        final[doc_id] = doc
-                        pending.discard(doc_id)
-                        progress.advance(index_task)
-                if pending:
-                    time.sleep(0.5)
+            final = client.wait_indexed(
+                [r["document_id"] for r in results],
+                timeout_s=timeout_s,
+                on_final=lambda _id, _doc: progress.advance(index_task),
+                raise_on_timeout=False,
+            )
     if as_json:
         print(json.dumps({"uploaded": results, "final": list(final.values()), "errors": errors}))
     else:

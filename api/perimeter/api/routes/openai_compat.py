@@ -28,14 +28,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
-from perimeter.api.errors import APIError, store_unavailable_message
+from perimeter.api.errors import (
+    APIError,
+    context_exceeded_message,
+    log_unexpected,
+    store_unavailable_message,
+)
 from perimeter.audit import record_query
-from perimeter.backends.errors import StoreUnavailable
+from perimeter.backends.errors import LLMContextExceeded, StoreUnavailable
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.composition import Services
 from perimeter.domain import DEFAULT_KB, KnowledgeBase, SearchFilter
 from perimeter.knowledge_bases import OPENAI_DEFAULT_MODEL, UnknownEmbeddingProfile
 from perimeter.retrieval.answer import Answer, Citation
+from perimeter.retrieval.conversation import Rewrite, Turn
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,11 @@ def _as_openai_error(exc: Exception) -> OpenAIError | None:
     if isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return OpenAIError(exc.status_code, str(exc.detail), code)
+    if isinstance(exc, LLMContextExceeded):
+        # OpenAI's own code for it, which its SDKs and chat front-ends recognise.
+        return OpenAIError(
+            400, context_exceeded_message(exc), "context_length_exceeded", param="messages"
+        )
     if isinstance(exc, LLMUnavailable):
         log.warning("LLM unavailable: %s", exc)
         return OpenAIError(
@@ -140,15 +151,8 @@ class OpenAIRoute(APIRoute):
                 mapped = _as_openai_error(exc)
                 if mapped is not None:
                     return _error_response(mapped)
-                request_id = uuid.uuid4().hex[:12]
-                log.exception("unhandled error (request %s)", request_id, exc_info=exc)
                 return _error_response(
-                    OpenAIError(
-                        500,
-                        f"internal error; the server log has request id {request_id}",
-                        "internal_error",
-                        "server_error",
-                    )
+                    OpenAIError(500, log_unexpected(exc), "internal_error", "server_error")
                 )
 
         return handler
@@ -244,9 +248,9 @@ def _model_id(kb: KnowledgeBase) -> str:
 
 
 def _question(messages: list[ChatMessageIn]) -> str:
-    # Only the last user turn is asked: the grounded prompt is built around one question, and
-    # earlier turns (or a client's system prompt) must not steer the answer away from the
-    # sources. Conversation-aware question rewriting would go here.
+    # The last user turn is the question: the grounded prompt is built around one question, and
+    # a client's system prompt must not steer the answer away from the sources. Earlier turns
+    # only make it a follow-up (_history, perimeter.retrieval.conversation).
     for message in reversed(messages):
         if message.role == "user":
             text = message.text().strip()
@@ -263,6 +267,25 @@ def _question(messages: list[ChatMessageIn]) -> str:
                 )
             return text
     raise OpenAIError(400, "messages contain no user message", "no_user_message", param="messages")
+
+
+def _history(messages: list[ChatMessageIn]) -> list[Turn]:
+    """The exchanges before the last user message: each user turn with the assistant reply that
+    followed it. System, developer and tool turns are left out: they never reach the rewrite or
+    the answer prompt, so a client's system prompt cannot steer the answer."""
+    last_user = max(i for i, m in enumerate(messages) if m.role == "user")
+    turns: list[Turn] = []
+    for message in messages[:last_user]:
+        text = message.text().strip()
+        if not text:
+            continue
+        if message.role == "user":
+            turns.append(Turn(question=text[:MAX_QUESTION_CHARS]))
+        elif message.role == "assistant" and turns and turns[-1].answer is None:
+            # Our own replies end with a "Sources:" list; it says nothing about the topic.
+            answer = text.split("\n\nSources:\n", 1)[0]
+            turns[-1] = Turn(question=turns[-1].question, answer=answer[:MAX_QUESTION_CHARS])
+    return turns
 
 
 def _filter(principal: Principal, kb: KnowledgeBase) -> SearchFilter:
@@ -313,14 +336,20 @@ def _usage(a: Answer) -> dict[str, int]:
     }
 
 
-def _extension(a: Answer) -> dict[str, Any]:
+def _extension(a: Answer, rewrite: Rewrite | None = None) -> dict[str, Any]:
     # Perimeter's verdicts, for clients that know to look; OpenAI clients ignore unknown keys.
-    return {
+    out: dict[str, Any] = {
         "grounded": a.grounded,
         "abstained": a.abstained,
         "unsupported_sentences": a.unsupported_sentences,
         "llm_model": a.model,
     }
+    if rewrite is not None and rewrite.method != "none":
+        # The follow-up's standalone form, which retrieval searched for.
+        out["search_query"] = rewrite.search_query
+        out["rewrite"] = rewrite.method
+        out["rewrite_llm_ms"] = round(rewrite.llm_ms, 2)
+    return out
 
 
 def _chunk(
@@ -372,6 +401,8 @@ def chat_completions(
     top_k = body.top_k or services.settings.retrieval.top_k
     answers = services.answers_for(kb)
     llm_model = services.router.choose(question, kb).model
+    # Earlier turns make the last question a follow-up: retrieval searches its standalone form.
+    rewrite = services.rewriter.rewrite(question, _history(body.messages), model=llm_model)
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     details: dict[str, Any] = {
@@ -380,11 +411,14 @@ def chat_completions(
         "top_k": top_k,
         "stream": body.stream,
     }
+    if rewrite.method != "none":
+        details.update(search_query=rewrite.search_query, rewrite=rewrite.method)
 
     if not body.stream:
-        result = answers.retrieve(question, _filter(principal, kb), top_k)
+        result = answers.retrieve(rewrite.search_query, _filter(principal, kb), top_k)
         _audit(services, principal, question, answers.relevant(result, None), details)
-        a = answers.answer_from(question, result, None, llm_model)
+        a = answers.answer_from(rewrite.answer_question, result, None, llm_model)
+        a.timings.update(rewrite.timings())
         _observe_llm(request, a)
         return {
             "id": cid,
@@ -406,11 +440,17 @@ def chat_completions(
             ],
             "usage": _usage(a),
             "citations": [_citation(c) for c in a.citations],
-            "perimeter": _extension(a),
+            "perimeter": _extension(a, rewrite),
         }
 
     # Retrieval runs here, before the response starts, so its errors are still plain JSON.
-    result, events = answers.stream_answer(question, _filter(principal, kb), top_k, model=llm_model)
+    result, events = answers.stream_answer(
+        rewrite.answer_question,
+        _filter(principal, kb),
+        top_k,
+        model=llm_model,
+        search_query=rewrite.search_query,
+    )
     _audit(services, principal, question, answers.relevant(result, None), details)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -428,13 +468,22 @@ def chat_completions(
                     yield _data(_chunk(cid, created, model, {"content": block}))
                 final = _chunk(cid, created, model, {}, "stop")
                 final["citations"] = [_citation(c) for c in a.citations]
-                final["perimeter"] = _extension(a)
+                final["perimeter"] = _extension(a, rewrite)
                 yield _data(final)
                 if include_usage:
                     usage = _chunk(cid, created, model, {})
                     usage["choices"] = []
                     usage["usage"] = _usage(a)
                     yield _data(usage)
+        except LLMContextExceeded as exc:
+            yield _data(
+                _error_body(
+                    context_exceeded_message(exc),
+                    "context_length_exceeded",
+                    "invalid_request_error",
+                )
+            )
+            return
         except LLMUnavailable as exc:
             log.warning("LLM unavailable mid-stream: %s", exc)
             # OpenAI's SDKs raise on a data line that carries an "error" object.
