@@ -16,14 +16,19 @@ from perimeter.backends.bm25_sparse import Bm25SparseEncoder
 from perimeter.backends.cross_encoder_reranker import CrossEncoderReranker
 from perimeter.backends.micro_batching import MicroBatchingEmbedder
 from perimeter.backends.model_paths import force_offline
-from perimeter.backends.openai_llm import OpenAICompatibleLLM
-from perimeter.backends.protocols import Embedder, SparseEncoder
-from perimeter.backends.qdrant_store import QdrantChunkStore
+from perimeter.backends.ocr import RapidOcrEngine
+from perimeter.backends.openai_llm import LLMUnavailable, OpenAICompatibleLLM
+from perimeter.backends.protocols import ChunkStore, Embedder, SparseEncoder
+from perimeter.backends.qdrant_edge_store import QdrantEdgeChunkStore
+from perimeter.backends.qdrant_store import ClusterLayout, QdrantChunkStore
+from perimeter.backends.reindex_state import Generation, ReindexStateStore
 from perimeter.backends.sentence_transformer_embedder import SentenceTransformerEmbedder
+from perimeter.backends.sql_conversations import SqlConversationStore
 from perimeter.backends.sql_metadata import SqlMetadataStore
 from perimeter.backends.unstructured_parser import UnstructuredParser
 from perimeter.domain import DocumentRecord, KnowledgeBase
 from perimeter.ingest.pipeline import IndexTarget, IngestionService
+from perimeter.ingest.reindex import ReindexService, ReindexTools
 from perimeter.knowledge_bases import (
     DEFAULT_PROFILE,
     ChunkingDefaults,
@@ -32,6 +37,7 @@ from perimeter.knowledge_bases import (
 )
 from perimeter.queueing import CeleryIngestQueue, create_celery_app
 from perimeter.retrieval.answer import AnswerService
+from perimeter.retrieval.conversation import ConversationRewriter
 from perimeter.retrieval.routing import ModelRouter, RoutingRule
 from perimeter.retrieval.search import Retriever
 from perimeter.settings import EmbeddingSettings, Settings
@@ -47,9 +53,11 @@ class EmbeddingProfile:
     name: str
     embedder: Embedder
     sparse_encoder: SparseEncoder | None
-    store: QdrantChunkStore
+    store: ChunkStore
     retriever: Retriever
     answers: AnswerService
+    # A re-indexed generation's own chunking (max_tokens, overlap; None: the knowledge base's).
+    chunking: tuple[int | None, int | None] | None = None
 
     def ensure_ready(self, indexed_metadata_fields: list[str]) -> None:
         self.store.ensure_collection(
@@ -73,14 +81,48 @@ class ProfileRegistry:
         self._profiles = {DEFAULT_PROFILE: default}
         self._build = build
         self._names = {DEFAULT_PROFILE, *names}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        # Zero-downtime re-index (perimeter.ingest.reindex): which generation serves a profile,
+        # and how to build a generation's profile (its collection with its model). Unset: every
+        # profile is served by its configured collection.
+        self.serving: Callable[[str], Generation] | None = None
+        self.build_generation: Callable[[Generation], EmbeddingProfile] | None = None
+        self._generations: dict[Generation, EmbeddingProfile] = {}
 
     @property
     def names(self) -> list[str]:
         return sorted(self._names)
 
+    def base_generation(self, name: str) -> Generation:
+        """The generation a profile has before any re-index: its configured collection."""
+        return Generation(self.configured(name).store.collection, name)
+
+    def generation(self, gen: Generation) -> EmbeddingProfile:
+        """The profile that reads (and writes) one generation's collection, built once."""
+        if gen == self.base_generation(gen.embedding) or self.build_generation is None:
+            return self.configured(gen.embedding)
+        found = self._generations.get(gen)
+        if found is not None:
+            return found
+        with self._lock:
+            if gen not in self._generations:
+                self._generations[gen] = self.build_generation(gen)
+            return self._generations[gen]
+
     def get(self, name: str) -> EmbeddingProfile:
-        """Raises LookupError for a profile the settings do not define."""
+        """The profile that serves ``name`` now: its configured one, or the generation a
+        re-index switched it to. Raises LookupError for a profile the settings do not define."""
+        configured = self.configured(name)
+        if self.serving is None:
+            return configured
+        return self.generation(self.serving(name))
+
+    def close_generations(self) -> None:
+        for profile in self._generations.values():
+            profile.store.close()
+
+    def configured(self, name: str) -> EmbeddingProfile:
+        """The profile as configured (its own collection), whatever a re-index switched."""
         profile = self._profiles.get(name)
         if profile is not None:
             return profile
@@ -99,7 +141,7 @@ class Services:
     settings: Settings
     metadata: SqlMetadataStore
     blobs: BlobStore
-    store: QdrantChunkStore  # the default profile's collection; other profiles share its client
+    store: ChunkStore  # the default profile's collection; other profiles are its siblings
     parser: UnstructuredParser
     llm: OpenAICompatibleLLM
     ingestion: IngestionService
@@ -111,10 +153,16 @@ class Services:
     kbs: KnowledgeBaseService
     router: ModelRouter
     tracing: Tracing  # OpenTelemetry: a NoOp tracer unless tracing.enabled
+    conversations: SqlConversationStore  # server-side conversations, in the metadata DB
+    rewriter: ConversationRewriter  # follow-up question -> standalone search query
+    reindex: ReindexService | None = None  # zero-downtime re-index (perimeter.ingest.reindex)
 
     def ensure_ready(self) -> None:
-        """Create what must exist (schema, collection). Loads the embedder to learn its size."""
+        """Create what must exist (schema, collection). Loads the embedder to learn its size.
+        An embedded local-mode folder left by an older version is first migrated into Qdrant
+        Edge (README, "Upgrading the embedded vector store")."""
         self.metadata.create_schema()
+        migrate_embedded_store(self.settings, self.store)
         self.profiles.get(DEFAULT_PROFILE).ensure_ready(
             self.settings.retrieval.indexed_metadata_fields
         )
@@ -140,7 +188,15 @@ class Services:
         """The answer service that searches this knowledge base's embedding profile."""
         return self.profiles.get(kb.embedding_profile).answers
 
+    def unsupported_policy(self, kb: KnowledgeBase) -> str:
+        """What this knowledge base's answers do with unsupported sentences (the collection's
+        own setting, else the deployment's)."""
+        return kb.unsupported_policy or self.settings.answers.unsupported_policy
+
     def close(self) -> None:
+        if self.reindex is not None:
+            self.reindex.stop_all()
+        self.profiles.close_generations()
         self.store.close()
         self.metadata.close()
         self.tracing.shutdown()  # exports the spans still buffered
@@ -209,6 +265,70 @@ def llm_base_url(settings: Settings) -> str:
     return settings.llm.base_url or f"http://127.0.0.1:{settings.llm.embedded_port}/v1"
 
 
+def build_chunk_store(settings: Settings) -> ChunkStore:
+    """qdrant.url set: the Qdrant server. Unset: the embedded engine (qdrant.embedded), Qdrant
+    Edge by default, qdrant-client local mode on request. Opens nothing yet."""
+    data_dir = settings.storage.data_dir
+    if settings.qdrant.url is None and settings.qdrant.embedded == "edge":
+        return QdrantEdgeChunkStore(
+            collection=settings.qdrant.collection,
+            root=edge_store_root(settings),
+            fusion=settings.retrieval.fusion,
+            rrf_k=settings.retrieval.rrf_k,
+            dense_weight=settings.retrieval.dense_weight,
+            sparse_weight=settings.retrieval.sparse_weight,
+        )
+    store = QdrantChunkStore(
+        collection=settings.qdrant.collection,
+        url=settings.qdrant.url,
+        path=None if settings.qdrant.url else data_dir / "qdrant",
+        api_key=settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None,
+        timeout_s=settings.qdrant.timeout_s,
+        fusion=settings.retrieval.fusion,
+        rrf_k=settings.retrieval.rrf_k,
+        dense_weight=settings.retrieval.dense_weight,
+        sparse_weight=settings.retrieval.sparse_weight,
+        cluster=ClusterLayout(
+            shard_number=settings.qdrant.shard_number,
+            replication_factor=settings.qdrant.replication_factor,
+            write_consistency_factor=settings.qdrant.write_consistency_factor,
+            read_consistency=settings.qdrant.read_consistency,
+        ),
+    )
+    return store
+
+
+def edge_store_root(settings: Settings) -> Path:
+    """Where the embedded Qdrant Edge store keeps one shard folder per collection."""
+    return settings.storage.data_dir / "qdrant_edge"
+
+
+def migrate_embedded_store(settings: Settings, store: ChunkStore) -> None:
+    """Copy a local-mode folder (``<data_dir>/qdrant``, the embedded store before Qdrant Edge)
+    into the Edge store, once. Runs before the store is first opened; a no-op otherwise."""
+    legacy = settings.storage.data_dir / "qdrant"
+    if settings.qdrant.url is not None or settings.qdrant.embedded != "edge":
+        return
+    if not legacy.is_dir() or not isinstance(store, QdrantEdgeChunkStore):
+        return
+    from perimeter.backends.edge_migration import migrate_local_to_edge
+
+    migrate_local_to_edge(legacy, store)
+
+
+def served_models_of(llm: OpenAICompatibleLLM) -> Callable[[], list[str] | None]:
+    """What the LLM server serves, asked at each collection creation (rare; a few ms), so an
+    adapter added to vLLM needs no Perimeter restart. None: the server cannot be asked."""
+
+    def served() -> list[str] | None:
+        try:
+            return llm.served_models()
+        except LLMUnavailable:
+            return None
+
+    return served
+
+
 def build_services(
     settings: Settings,
     *,
@@ -220,7 +340,6 @@ def build_services(
     again; they are the same real implementations, not fakes."""
     force_offline()
     tracing = build_tracer(settings.tracing)
-    data_dir = settings.storage.data_dir
     metadata = SqlMetadataStore(settings.database_url)
     blobs = BlobStore(settings.storage.blobs_dir)
     llm = llm or OpenAICompatibleLLM(
@@ -237,19 +356,12 @@ def build_services(
         if settings.retrieval.reranker_model
         else None
     )
-    store = QdrantChunkStore(
-        collection=settings.qdrant.collection,
-        url=settings.qdrant.url,
-        path=None if settings.qdrant.url else data_dir / "qdrant",
-        api_key=settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None,
-        timeout_s=settings.qdrant.timeout_s,
-        fusion=settings.retrieval.fusion,
-        rrf_k=settings.retrieval.rrf_k,
-        dense_weight=settings.retrieval.dense_weight,
-        sparse_weight=settings.retrieval.sparse_weight,
-    )
+    store = build_chunk_store(settings)
 
-    def build_profile(name: str, given: Embedder | None = None) -> EmbeddingProfile:
+    def build_profile(
+        name: str, given: Embedder | None = None, collection: str | None = None
+    ) -> EmbeddingProfile:
+        """``collection``: a re-index generation's collection instead of the profile's own."""
         config = (
             settings.embedding if name == DEFAULT_PROFILE else settings.kb.embedding_profiles[name]
         )
@@ -265,7 +377,9 @@ def build_services(
             )
         )
         profile_store = (
-            store
+            store.sibling(collection)
+            if collection is not None
+            else store
             if name == DEFAULT_PROFILE
             else store.sibling(f"{settings.qdrant.collection}__{name}")
         )
@@ -277,6 +391,9 @@ def build_services(
             reranker=reranker,
             rerank_candidates=settings.retrieval.rerank_candidates,
             tracer=tracing.tracer,
+            feedback_chunks=settings.retrieval.feedback_chunks,
+            feedback_terms=settings.retrieval.feedback_terms,
+            feedback_original_weight=settings.retrieval.feedback_original_weight,
         )
         profile = EmbeddingProfile(
             name=name,
@@ -291,9 +408,10 @@ def build_services(
                 min_dense_score=settings.retrieval.min_dense_score,
                 max_tokens=settings.llm.max_tokens,
                 tracer=tracing.tracer,
+                verifier_threshold=settings.answers.verifier_threshold,
             ),
         )
-        if name != DEFAULT_PROFILE:
+        if name != DEFAULT_PROFILE or collection is not None:
             # Built on first use, after start-up: make its collection exist now.
             profile.ensure_ready(settings.retrieval.indexed_metadata_fields)
         return profile
@@ -305,19 +423,60 @@ def build_services(
         profiles.names,
         ChunkingDefaults(settings.chunking.max_tokens, settings.chunking.overlap_tokens),
         settings.kb.max_per_tenant,
+        served_models=served_models_of(llm) if settings.llm.check_models else None,
     )
 
     def target_for(doc: DocumentRecord) -> IndexTarget:
         kb = kbs.get(doc.tenant_id, doc.kb)
         if kb is None:
             raise LookupError(f"knowledge base {doc.kb!r} of tenant {doc.tenant_id!r}")
-        profile = profiles.get(kb.embedding_profile)
+        return index_target(profiles.get(kb.embedding_profile), kb)
+
+    def index_target(profile: EmbeddingProfile, kb: KnowledgeBase) -> IndexTarget:
         max_tokens, overlap = kbs.chunking(kb)
+        if profile.chunking is not None and profile.chunking[0] is not None:
+            # A re-index with its own chunking: it applies to every knowledge base it covers.
+            max_tokens = profile.chunking[0]
+            overlap = (
+                profile.chunking[1]
+                if profile.chunking[1] is not None
+                else min(settings.chunking.overlap_tokens, max_tokens // 4)
+            )
         return IndexTarget(
             profile.embedder, profile.sparse_encoder, profile.store, max_tokens, overlap
         )
 
-    parser = UnstructuredParser(pdf_strategy=settings.parser.pdf_strategy)
+    def build_generation(gen: Generation) -> EmbeddingProfile:
+        model = profiles.configured(gen.embedding)  # shares the loaded model
+        profile = build_profile(gen.embedding, model.embedder, collection=gen.collection)
+        profile.chunking = (gen.chunk_max_tokens, gen.chunk_overlap_tokens)
+        return profile
+
+    def generation_target(doc: DocumentRecord, gen: Generation) -> IndexTarget:
+        kb = kbs.get(doc.tenant_id, doc.kb)
+        if kb is None:
+            raise LookupError(f"knowledge base {doc.kb!r} of tenant {doc.tenant_id!r}")
+        return index_target(profiles.generation(gen), kb)
+
+    def profile_of(doc: DocumentRecord) -> str:
+        kb = kbs.get(doc.tenant_id, doc.kb)
+        return kb.embedding_profile if kb is not None else DEFAULT_PROFILE
+
+    ocr = (
+        RapidOcrEngine(
+            languages=settings.parser.ocr_languages,
+            threads=settings.parser.ocr_threads,
+            min_confidence=settings.parser.ocr_min_confidence,
+        )
+        if settings.parser.ocr_enabled
+        else None
+    )
+    parser = UnstructuredParser(
+        pdf_strategy=settings.parser.pdf_strategy,
+        ocr=ocr,
+        ocr_dpi=settings.parser.ocr_dpi,
+        ocr_time_limit_s=settings.parser.timeout_s,
+    )
     ingestion = IngestionService(
         metadata=metadata,
         blobs=blobs,
@@ -331,7 +490,27 @@ def build_services(
         max_attempts=settings.broker.max_attempts,
         targets=target_for,
         tracer=tracing.tracer,
+        max_document_chars=settings.chunking.max_document_chars,
+        max_chunks=settings.chunking.max_chunks_per_document,
     )
+    reindex = ReindexService(
+        ReindexStateStore(metadata),
+        ingestion,
+        ReindexTools(
+            base_generation=profiles.base_generation,
+            profiles=lambda: profiles.names,
+            store_for=lambda gen: profiles.generation(gen).store,
+            target_for=generation_target,
+            profile_of=profile_of,
+        ),
+        batch_documents=settings.reindex.batch_documents,
+        max_documents_per_s=settings.reindex.max_documents_per_s,
+        yield_to_ingest_s=settings.reindex.yield_to_ingest_s,
+        concurrency=settings.reindex.concurrency,
+    )
+    profiles.build_generation = build_generation
+    profiles.serving = reindex.serving_generation
+    ingestion.mirror = reindex
     router = ModelRouter(
         [
             RoutingRule(
@@ -365,4 +544,12 @@ def build_services(
         kbs=kbs,
         router=router,
         tracing=tracing,
+        reindex=reindex,
+        conversations=SqlConversationStore(metadata),
+        rewriter=ConversationRewriter(
+            llm,
+            use_llm=settings.conversation.llm_rewrite,
+            max_history_turns=settings.conversation.max_history_turns,
+            max_tokens=settings.conversation.rewrite_max_tokens,
+        ),
     )

@@ -37,8 +37,15 @@ class DatabaseSettings(BaseModel):
 class QdrantSettings(BaseModel):
     url: str | None = Field(
         default=None,
-        description="Qdrant server URL (production). Unset: qdrant-client local mode in the data "
-        "folder (one process only, brute-force search).",
+        description="Qdrant server URL (production). Unset: the embedded engine chosen by "
+        "qdrant.embedded, in the data folder (one process only).",
+    )
+    embedded: Literal["edge", "local"] = Field(
+        default="edge",
+        description="Embedded vector store when qdrant.url is unset. edge: Qdrant Edge, the "
+        "Qdrant engine in-process (<data_dir>/qdrant_edge; a local-mode folder found at start-up "
+        "is migrated into it). local: qdrant-client local mode (<data_dir>/qdrant), kept for "
+        "comparison; it scans every point in Python.",
     )
     api_key: SecretStr | None = Field(
         default=None,
@@ -53,12 +60,53 @@ class QdrantSettings(BaseModel):
         default=10.0,
         description="Timeout of one request to the Qdrant server, in seconds.",
     )
+    # Distributed mode (docs/operations.md, "Qdrant cluster"). Sent only when a server creates
+    # a collection: an existing collection keeps what it was made with (re-index to change).
+    shard_number: int | None = Field(
+        default=None,
+        ge=1,
+        description="Shards of a new collection on a Qdrant cluster; a multiple of the node "
+        "count spreads them evenly (e.g. 6 on 3 nodes). Unset: Qdrant's default (one per node).",
+    )
+    replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        description="Copies of each shard on a Qdrant cluster. 2 keeps reads and writes working "
+        "with one node down. Unset: Qdrant's default (1).",
+    )
+    write_consistency_factor: int | None = Field(
+        default=None,
+        ge=1,
+        description="Replicas that must acknowledge a write before it succeeds; at most "
+        "replication_factor. 1 keeps writes working with one replica down. Unset: Qdrant's "
+        "default (1).",
+    )
+    read_consistency: Literal["all", "majority", "quorum"] | int | None = Field(
+        default=None,
+        description="Replicas a search asks and reconciles: 'majority', 'quorum', 'all' or a "
+        "number. Unset: one replica answers (fastest; a lagging replica may miss a write of the "
+        "last moments).",
+    )
+
+    @model_validator(mode="after")
+    def _consistency_fits(self) -> QdrantSettings:
+        if (
+            self.write_consistency_factor is not None
+            and self.write_consistency_factor > (self.replication_factor or 1)
+        ):
+            # Qdrant would accept the collection and then fail every write.
+            raise ValueError(
+                "qdrant.write_consistency_factor exceeds qdrant.replication_factor: no write "
+                "could ever be acknowledged by that many replicas"
+            )
+        return self
 
 
 class BrokerSettings(BaseModel):
     url: str | None = Field(
         default=None,
-        description="Celery broker URL (redis://... in production). Unset: a durable SQLite "
+        description="Celery broker URL: redis://... in production, amqp://... for RabbitMQ "
+        "(quorum queues; docs/operations.md says when to switch). Unset: a durable SQLite "
         "broker in the data folder.",
     )
     queue: str = Field(
@@ -82,6 +130,12 @@ class BrokerSettings(BaseModel):
     )
     max_attempts: int = Field(
         default=3, description="A document whose task dies this many times is marked failed."
+    )
+    quorum_queues: bool = Field(
+        default=True,
+        description="RabbitMQ broker (amqp://...): declare the ingestion queue as a quorum queue "
+        "(replicated with Raft across the RabbitMQ cluster, survives a broker node loss). Celery "
+        "then disables its global QoS, as quorum queues require. Ignored by Redis and SQLite.",
     )
     worker_max_memory_mb: int = Field(
         default=4096,
@@ -215,6 +269,18 @@ class EmbeddingSettings(BaseModel):
 class ChunkingSettings(BaseModel):
     max_tokens: int = Field(default=200, description="Token budget per chunk.")
     overlap_tokens: int = Field(default=40, description="Tokens repeated from the previous chunk.")
+    max_document_chars: int = Field(
+        default=60_000_000,
+        ge=1,
+        description="Most characters of text one document may parse to; past it the document "
+        "fails before chunking (a bound on what a decompression bomb can cost the worker).",
+    )
+    max_chunks_per_document: int = Field(
+        default=50_000,
+        ge=1,
+        description="Most chunks one document may make; past it the document fails, nothing "
+        "indexed.",
+    )
 
 
 class ParserSettings(BaseModel):
@@ -224,8 +290,37 @@ class ParserSettings(BaseModel):
     )
     timeout_s: int = Field(
         default=300,
-        description="Time budget for parsing one document, in seconds (reserved: not enforced "
-        "yet; the task time limits apply).",
+        ge=1,
+        description="Time budget for the OCR of one document, in seconds: a scan whose pages "
+        "are not all read by then fails with a clear error instead of holding a worker (the "
+        "task time limits bound the rest of parsing).",
+    )
+    ocr_enabled: bool = Field(
+        default=True,
+        description="OCR image uploads (PNG, JPEG, TIFF) and PDF pages without a text layer "
+        "(RapidOCR, models packaged in rapidocr-onnxruntime; nothing is downloaded). Off: such "
+        "files fail with 'no extractable text'.",
+    )
+    ocr_languages: list[str] = Field(
+        default=["en"],
+        description="Languages of the scans (ISO 639-1). The packaged model reads Latin-script "
+        "languages (en, de, fr, es, it, nl, pt) and Chinese (ch).",
+    )
+    ocr_dpi: int = Field(
+        default=200,
+        ge=72,
+        le=400,
+        description="Resolution PDF pages are rendered at for OCR. 200 reads 9-pt text; more "
+        "costs time roughly with the square.",
+    )
+    ocr_threads: int = Field(
+        default=2, ge=1, description="CPU threads of one OCR call (ONNX Runtime intra-op)."
+    )
+    ocr_min_confidence: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Recognised lines below this confidence are dropped as noise.",
     )
 
 
@@ -305,6 +400,14 @@ class LLMSettings(BaseModel):
         '"max_question_chars"}, e.g. [{"model": "llama-70b", "min_question_chars": 400}]. '
         "No match: the knowledge base's llm_model, else llm.model.",
     )
+    check_models: bool = Field(
+        default=True,
+        description="Creating a collection with an llm_model checks the name against the LLM "
+        "server's GET /v1/models (vLLM lists its served model and every --lora-modules "
+        "adapter) and refuses an unknown one (422 unknown_llm_model). A server that cannot be "
+        "reached is not asked: the collection is created and a warning logged. Off for servers "
+        "that answer any model name with their one model (llama.cpp's).",
+    )
 
 
 class RetrievalSettings(BaseModel):
@@ -371,6 +474,22 @@ class RetrievalSettings(BaseModel):
         description="Average chunk length in terms assumed by BM25 length normalisation (a full "
         "200-token chunk of English prose holds about 90-100 terms after stop words).",
     )
+    feedback_chunks: int = Field(
+        default=0,
+        ge=0,
+        description="RM3 pseudo-relevance feedback on the lexical side: a first sparse search "
+        "for this many chunks, whose terms expand the question before the real search "
+        "(lexical BM25 encoder only). 0: off; measured on CISI and CACM in BENCHMARKS.md.",
+    )
+    feedback_terms: int = Field(
+        default=10, ge=1, description="RM3: expansion terms taken from the feedback chunks."
+    )
+    feedback_original_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="RM3: share of the question's own terms in the expanded query.",
+    )
 
 
 class APISettings(BaseModel):
@@ -402,6 +521,56 @@ class APISettings(BaseModel):
         "written, and let their chunks share model calls (embedding.micro_batch_max); batches "
         "only form with 3 threads or more. More threads take more memory: the server peaked at "
         "1.6 GB with 8 and 1.0 GB with 2 while indexing CISI (BENCHMARKS.md).",
+    )
+    # -- request gate (perimeter/api/gate.py, perimeter/api/server.py; docs/security.md) ----
+    max_json_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest body of a request that is not a multipart upload (questions, chat "
+        "completions, collection settings), in bytes; counted while streaming, chunked included.",
+    )
+    max_concurrent_uploads: int = Field(
+        default=16,
+        ge=1,
+        description="Multipart uploads whose body may be in transfer at once per API process; "
+        "one more is answered 503 (Retry-After) before its body is read.",
+    )
+    body_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait for the next piece of a request body, in seconds (408 past it).",
+    )
+    body_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest time to receive a whole request body, in seconds (408 past it): "
+        "a 200 MiB upload needs at least 0.7 MB/s.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest time a connection may take to send a complete request head "
+        "(request line and headers), in seconds; the connection is closed past it.",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0, gt=0, description="Idle keep-alive connections are closed after this."
+    )
+    max_connections: int = Field(
+        default=512,
+        ge=1,
+        description="Open connections plus requests in progress per API process before new "
+        "requests are answered 503 (uvicorn's limit_concurrency).",
+    )
+    metrics_access: Literal["admin", "public"] = Field(
+        default="admin",
+        description="Who may read /metrics when authentication is on: 'admin' (a credential "
+        "with the admin scope, or metrics_token) or 'public' (anyone who reaches the port: only "
+        "behind a network boundary).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token a Prometheus scraper presents for /metrics "
+        "(Authorization: Bearer <token>). Set, it is also required when authentication is off.",
     )
 
 
@@ -526,6 +695,37 @@ class TracingSettings(BaseModel):
         return self
 
 
+class ConversationSettings(BaseModel):
+    """Follow-up questions (retrieval/conversation.py) and server-side conversations."""
+
+    llm_rewrite: bool = Field(
+        default=True,
+        description="Rewrite a follow-up question into a standalone search query with the LLM "
+        "(one short extra LLM call per follow-up). Off, or when the LLM's rewrite is unusable: "
+        "the deterministic carry-forward of the previous question's terms.",
+    )
+    rewrite_max_tokens: int = Field(
+        default=64, ge=8, le=512, description="Most tokens the LLM may write for one rewrite."
+    )
+    max_history_turns: int = Field(
+        default=6,
+        ge=1,
+        le=50,
+        description="Earlier turns the rewrite reads (the most recent ones).",
+    )
+    retention_days: int = Field(
+        default=90,
+        ge=0,
+        description="Stored conversations untouched this many days are deleted (checked when a "
+        "conversation is created, and by `perimeter admin purge-conversations`); 0 keeps them.",
+    )
+    max_turns: int = Field(
+        default=200,
+        ge=1,
+        description="Most turns one stored conversation may hold; asking past it is a 409.",
+    )
+
+
 class KnowledgeBaseSettings(BaseModel):
     embedding_profiles: dict[str, EmbeddingSettings] = Field(
         default_factory=dict,
@@ -536,6 +736,54 @@ class KnowledgeBaseSettings(BaseModel):
     )
     max_per_tenant: int = Field(
         default=100, ge=1, description="Most knowledge bases one tenant may create."
+    )
+
+
+class ReindexSettings(BaseModel):
+    """Background re-index into a new collection (perimeter.ingest.reindex)."""
+
+    batch_documents: int = Field(
+        default=16, ge=1, description="Documents a re-index embeds and writes per step."
+    )
+    concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Documents of a step copied at once; their chunks share model calls "
+        "(embedding.micro_batch_max).",
+    )
+    max_documents_per_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Ceiling on the re-index's pace, in documents per second, so it leaves "
+        "CPU/GPU to questions and live uploads. 0: no ceiling.",
+    )
+    yield_to_ingest_s: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="While live uploads wait to be indexed, the re-index pauses this long "
+        "before each step: new documents go first.",
+    )
+
+
+class AnswerSettings(BaseModel):
+    """How answers are verified against their sources (perimeter.retrieval.verifier)."""
+
+    unsupported_policy: Literal["annotate", "redact", "refuse"] = Field(
+        default="redact",
+        description="What an answer's unsupported sentences become: 'annotate' (shown, each "
+        "marked unsupported), 'redact' (dropped, with a note saying so; nothing left means a "
+        "refusal) or 'refuse' (no answer when any sentence is unsupported; sources still "
+        "shown). A collection's own unsupported_policy wins. Default 'redact': an unsupported "
+        "claim is never shown, let alone as supported.",
+    )
+    verifier_threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="Unset: the verifier's claim checks decide (values, identifiers, code, "
+        "names missing from the sources; negations; mostly-new content). Set (e.g. 0.72): a "
+        "sentence whose calibrated probability of being unsupported reaches it is rejected "
+        "too (stricter; loads the embedder for the score).",
     )
 
 
@@ -558,6 +806,9 @@ class Settings(BaseSettings):
     tracing: TracingSettings = TracingSettings()
     auth: AuthSettings = AuthSettings()
     kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
+    conversation: ConversationSettings = ConversationSettings()
+    reindex: ReindexSettings = ReindexSettings()
+    answers: AnswerSettings = AnswerSettings()
     allowed_networks: list[str] = Field(
         default_factory=list,
         description="CIDRs besides loopback and private ranges that configured endpoints may "

@@ -92,7 +92,8 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, "http_error"
         )
         # exc.headers: the request gate's body-limit errors close the connection.
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(InvalidDocument)
     async def _invalid(_: Request, exc: InvalidDocument) -> JSONResponse:

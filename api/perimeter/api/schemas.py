@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from perimeter.domain import DEFAULT_KB, DocumentRecord, JobRecord
+from perimeter.text_safety import scrub
 
 
 class ErrorBody(BaseModel):
@@ -36,16 +37,18 @@ class DocumentOut(BaseModel):
 
     @classmethod
     def of(cls, d: DocumentRecord) -> DocumentOut:
+        # scrub: a value stored before text was checked at the door must not make the whole
+        # listing unserialisable (perimeter/text_safety.py).
         return cls(
             id=d.id,
-            filename=d.filename,
+            filename=scrub(d.filename),
             content_type=d.content_type,
             size_bytes=d.size_bytes,
             status=d.status.value,
-            error=d.error,
+            error=scrub(d.error),
             chunk_count=d.chunk_count,
             pages=d.pages,
-            metadata=d.metadata,
+            metadata=scrub(d.metadata),
             collection=d.kb,
             created_at=d.created_at,
             updated_at=d.updated_at,
@@ -130,6 +133,13 @@ class QueryRequest(BaseModel):
         description="Abstain (answer 'not found' without the LLM) below this dense similarity.",
     )
     retrieval_only: bool = Field(default=False, description="Return sources, no LLM call.")
+    conversation_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="A conversation of yours (POST /v1/conversations): the question is read as a "
+        "follow-up of its earlier turns, and this turn is appended to it.",
+    )
     allow_degraded: bool = Field(
         default=False,
         description="If the LLM is unavailable, answer 200 with the sources and degraded=true "
@@ -159,6 +169,22 @@ class UsageOut(BaseModel):
     completion_tokens: int
 
 
+class SentenceVerdictOut(BaseModel):
+    """The verifier's verdict on one sentence of the answer as the model wrote it."""
+
+    sentence: str
+    supported: bool
+    checked: bool = Field(
+        description="False for a sentence that asserts nothing (a preamble, an abstention)."
+    )
+    sources: list[int] = Field(description="Source numbers that back the sentence.")
+    wrong_markers: list[int] = Field(
+        description="[n] markers the model wrote to sources that do not back the sentence."
+    )
+    reasons: list[str] = Field(description="Why it is unsupported (empty when supported).")
+    score: float = Field(description="Estimated probability the sentence is supported.")
+
+
 class QueryResponse(BaseModel):
     answer: str | None
     citations: list[CitationOut]
@@ -172,6 +198,28 @@ class QueryResponse(BaseModel):
     timings: dict[str, float]
     model: str | None = Field(
         default=None, description="The LLM that wrote the answer (routing); null if none did."
+    )
+    conversation_id: str | None = Field(
+        default=None, description="The conversation this turn was appended to, if any."
+    )
+    search_query: str | None = Field(
+        default=None,
+        description="What retrieval searched for when it differs from the question: the "
+        "follow-up rewritten as a standalone query.",
+    )
+    sentences: list[SentenceVerdictOut] = Field(
+        default_factory=list, description="Per-sentence verdicts of the model's answer."
+    )
+    unsupported_policy: str | None = Field(
+        default=None,
+        description="What was done with unsupported sentences: annotate, redact or refuse.",
+    )
+    redacted_sentences: list[str] = Field(
+        default_factory=list, description="Sentences removed from the answer (redact/refuse)."
+    )
+    refused: bool = Field(
+        default=False,
+        description="The answer was withheld because the sources do not support it.",
     )
 
 
@@ -196,6 +244,12 @@ class CollectionCreate(BaseModel):
     sensitivity: str | None = Field(
         default=None, min_length=1, max_length=64, description="Label routing rules can match."
     )
+    unsupported_policy: Literal["annotate", "redact", "refuse"] | None = Field(
+        default=None,
+        description="What answers' unsupported sentences become in this collection: 'annotate' "
+        "(marked), 'redact' (dropped, said so) or 'refuse' (no answer). Unset: the deployment's "
+        "PERIMETER_ANSWERS__UNSUPPORTED_POLICY.",
+    )
 
 
 class CollectionOut(BaseModel):
@@ -206,6 +260,7 @@ class CollectionOut(BaseModel):
     chunk_overlap_tokens: int
     llm_model: str | None
     sensitivity: str | None
+    unsupported_policy: str  # the policy in force (the collection's, else the deployment's)
     document_count: int
     created_at: datetime | None
 
@@ -213,3 +268,41 @@ class CollectionOut(BaseModel):
 class CollectionList(BaseModel):
     collections: list[CollectionOut]
     embedding_profiles: list[str]
+
+
+class ConversationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(
+        default=DEFAULT_KB, max_length=64, description="Knowledge base the conversation asks."
+    )
+    title: str = Field(
+        default="", max_length=200, description="Empty: the first question becomes the title."
+    )
+
+
+class ConversationTurnOut(BaseModel):
+    seq: int
+    question: str
+    search_query: str
+    rewrite_method: str = Field(description="'none', 'carry' (deterministic) or 'llm'.")
+    response: dict[str, Any] = Field(description="The /v1/query response of this turn.")
+    created_at: datetime
+
+
+class ConversationOut(BaseModel):
+    id: str
+    collection: str
+    title: str
+    turn_count: int
+    created_at: datetime
+    updated_at: datetime
+    turns: list[ConversationTurnOut] | None = Field(
+        default=None, description="The turns, oldest first (GET of one conversation only)."
+    )
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationOut]
+    limit: int
+    offset: int

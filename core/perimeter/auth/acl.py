@@ -59,3 +59,16 @@ def list_visible_documents(
     with metadata.engine.connect() as conn:
         rows = [_doc(r) for r in conn.execute(query).mappings()]
     return [d for d in rows if can_read(groups, d.groups)]
+
+
+def visible_document_counts(
+    metadata: SqlMetadataStore, tenant_id: str, groups: Sequence[str] | None
+) -> dict[str, int]:
+    """Documents per knowledge base that a caller with ``groups`` may read (``None``: all).
+    A collection's count must not reveal how many documents other groups keep in it."""
+    query = sa.select(documents.c.kb, sa.func.count()).where(documents.c.tenant_id == tenant_id)
+    if groups is not None:
+        query = query.where(_visible_clause(groups))
+    with metadata.engine.connect() as conn:
+        rows = conn.execute(query.group_by(documents.c.kb)).all()
+    return {str(k): int(n) for k, n in rows}

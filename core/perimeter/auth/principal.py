@@ -59,12 +59,17 @@ def can_read(caller_groups: Sequence[str] | None, document_groups: Sequence[str]
 def valid_group(name: str) -> bool:
     """Group names are free text from an identity provider ("/hr/eu", "Domain Users"), but
     never contain quotes, backslashes or control characters: the SQL listing matches them as
-    quoted JSON strings, which those characters would make ambiguous."""
+    quoted JSON strings, which those characters would make ambiguous. Nor lone UTF-16
+    surrogates: not Unicode, they could not be serialised back out (a stored one broke the
+    audit listing)."""
     return (
         0 < len(name) <= MAX_GROUP_CHARS
         and name == name.strip()
         and name not in RESERVED_GROUPS
-        and not any(ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name)
+        and not any(
+            ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF
+            for ch in name
+        )
     )
 
 

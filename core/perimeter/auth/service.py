@@ -25,6 +25,7 @@ from perimeter.auth.principal import (
     valid_tenant,
 )
 from perimeter.settings import AuthSettings
+from perimeter.text_safety import scrub
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ class Authenticator:
             tenant_id=tenant,
             groups=_claim_groups(claims.get(s.oidc_groups_claim)),
             scopes=_claim_scopes(claims.get(s.oidc_scopes_claim), s.oidc_default_scopes),
-            actor=f"oidc:{verified.subject}"[:255],
+            # scrub: a JSON claim may escape a lone surrogate, which no text column can store.
+            actor=scrub(f"oidc:{verified.subject}")[:255],
             auth_method="oidc",
         )
 

@@ -26,6 +26,7 @@ def up(
     import uvicorn
 
     from perimeter.api.app import create_app
+    from perimeter.api.server import uvicorn_options
     from perimeter.backends.llama_server import LlamaServer
     from perimeter.backends.model_paths import default_gguf_path, force_offline
     from perimeter.composition import build_services
@@ -72,7 +73,12 @@ def up(
         table = Table(title="Perimeter (embedded default)", show_header=False)
         table.add_row("API", f"http://{settings.api.host}:{settings.api.port}  (docs at /docs)")
         table.add_row("Data folder", str(data_dir))
-        table.add_row("Vector store", f"Qdrant local mode: {data_dir / 'qdrant'}")
+        table.add_row(
+            "Vector store",
+            f"Qdrant Edge (in-process): {data_dir / 'qdrant_edge'}"
+            if settings.qdrant.embedded == "edge"
+            else f"Qdrant local mode: {data_dir / 'qdrant'}",
+        )
         table.add_row("Metadata", settings.database_url)
         table.add_row(
             "Queue",
@@ -88,6 +94,7 @@ def up(
             host=settings.api.host,
             port=settings.api.port,
             log_level="info",
+            **uvicorn_options(settings.api),
         )
     finally:
         if worker is not None:
@@ -106,12 +113,16 @@ def api(
     """Run the API alone (production: Qdrant server, Redis broker, separate workers)."""
     import uvicorn
 
+    from perimeter.api.server import uvicorn_options
     from perimeter.settings import get_settings
 
     _logging()
     settings = get_settings()
     if settings.is_embedded and workers > 1:
-        _fail("qdrant local mode allows one process; set PERIMETER_QDRANT__URL for --workers > 1")
+        _fail(
+            "the embedded vector store allows one process; set PERIMETER_QDRANT__URL for "
+            "--workers > 1"
+        )
     if workers > 1:
         uvicorn.run(
             "perimeter.api.app:create_app",
@@ -120,11 +131,18 @@ def api(
             port=port,
             workers=workers,
             log_level="info",
+            **uvicorn_options(settings.api, multiprocess=True),
         )
     else:
         from perimeter.api.app import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            **uvicorn_options(settings.api),
+        )
 
 
 @app.command()

@@ -45,6 +45,18 @@ class IngestObserver(Protocol):
     def indexed(self, chunks: int) -> None: ...
 
 
+class IngestMirror(Protocol):
+    """Told of every document indexed into, or removed from, the serving collection."""
+
+    def indexed(self, doc: DocumentRecord, collection: str) -> None:
+        """``doc`` was indexed into ``collection``."""
+        ...
+
+    def deleted(self, doc: DocumentRecord, collection: str) -> None:
+        """``doc``'s chunks were removed from ``collection``."""
+        ...
+
+
 class PermanentIngestError(Exception):
     """Retrying will not help (bad file, no text): the document is marked failed at once."""
 
@@ -101,6 +113,8 @@ class IngestionService:
         max_attempts: int = 3,
         targets: Callable[[DocumentRecord], IndexTarget] | None = None,
         tracer: Tracer = NoOpTracer(),
+        max_document_chars: int | None = None,
+        max_chunks: int | None = None,
     ) -> None:
         """``embedder``/``sparse_encoder``/``store``/chunking are the default knowledge base's;
         ``targets`` resolves a document of any knowledge base (composition wires it to the
@@ -111,6 +125,10 @@ class IngestionService:
         self._parser = parser
         self._embed_batch_size = embed_batch_size
         self._max_attempts = max_attempts
+        # Per-document bounds on the work a parse may cause (a decompression bomb that slips past
+        # validation, a huge generated sheet): past them the document fails, nothing indexed.
+        self._max_document_chars = max_document_chars
+        self._max_chunks = max_chunks
         self._default_target = IndexTarget(
             embedder, sparse_encoder, store, max_tokens, overlap_tokens
         )
@@ -118,6 +136,9 @@ class IngestionService:
         self._tracer = tracer  # perimeter.tracing: ingest.* spans
         # Set by the API app that exports metrics (perimeter.observability.Metrics.bind).
         self.observer: IngestObserver | None = None
+        # Set by the composition root: a zero-downtime re-index (perimeter.ingest.reindex)
+        # that must see every document indexed or removed while it runs.
+        self.mirror: IngestMirror | None = None
 
     # -- API side: accept durably ----------------------------------------------------------
     def stage(
@@ -174,7 +195,10 @@ class IngestionService:
         if doc is None:
             return False
         # Chunks first: if we crash after, a retry of the delete finds the row and finishes.
-        self._store_of(doc).delete_document(tenant_id, document_id)
+        store = self._store_of(doc)
+        store.delete_document(tenant_id, document_id)
+        if self.mirror is not None:
+            self.mirror.deleted(doc, store.collection)
         self._metadata.delete_document(tenant_id, document_id)
         if not self._metadata.hash_in_use(doc.content_hash):
             self._blobs.delete(doc.content_hash)
@@ -186,7 +210,9 @@ class IngestionService:
         return sum(self.delete(tenant_id, doc_id) for doc_id in ids)
 
     def target(self, doc: DocumentRecord) -> IndexTarget:
-        if self._targets is None or doc.kb == DEFAULT_KB:
+        # The default knowledge base goes through `targets` too: a re-index switch may have
+        # moved its profile to another collection and model.
+        if self._targets is None:
             return self._default_target
         return self._targets(doc)
 
@@ -267,6 +293,8 @@ class IngestionService:
             return ProcessOutcome(document_id, "gone", detail="deleted during ingestion")
         if self.observer is not None:
             self.observer.indexed(len(chunks))
+        if self.mirror is not None:
+            self.mirror.indexed(doc, target.store.collection)
         return ProcessOutcome(
             document_id, "indexed", len(chunks), seconds=time.perf_counter() - started
         )
@@ -281,23 +309,58 @@ class IngestionService:
         try:
             store = target.store if target is not None else self._store_of(doc)
             store.delete_document(doc.tenant_id, doc.id)
+            if self.mirror is not None:
+                self.mirror.deleted(doc, store.collection)
         finally:
             self._metadata.set_status(doc.id, DocumentStatus.FAILED, error=reason)
 
+    def index_into(self, doc: DocumentRecord, target: IndexTarget) -> int:
+        """Parse, chunk, embed and write one document into ``target`` from its stored file,
+        leaving its status and job alone: the re-index's copy into a new collection. Returns
+        the chunk count. Raises PermanentIngestError when the file cannot be indexed."""
+        chunks, _pages = self._parse_and_chunk(doc, target, report_pages=False)
+        step = max(1, self._embed_batch_size * 4)
+        for start in range(0, len(chunks), step):
+            target.store.upsert(self.records_for(doc, chunks[start : start + step], target))
+        target.store.delete_document_tail(doc.tenant_id, doc.id, keep=len(chunks))
+        return len(chunks)
+
     def _parse_and_chunk(
-        self, doc: DocumentRecord, target: IndexTarget
+        self, doc: DocumentRecord, target: IndexTarget, report_pages: bool = True
     ) -> tuple[list[Chunk], int | None]:
         path = self._blobs.path_for(doc.content_hash)
         if not path.exists():
             raise PermanentIngestError("the stored file is missing (was the data folder changed?)")
         try:
             with self._tracer.start_as_current_span("ingest.parse") as span:
-                parsed = self._parser.parse(path, doc.content_type, doc.filename)
+                parsed = self._parser.parse(
+                    path,
+                    doc.content_type,
+                    doc.filename,
+                    on_page=self._page_progress(doc.id) if report_pages else None,
+                )
                 span.set_attribute("perimeter.ingest.elements", len(parsed.elements))
                 if parsed.pages is not None:
                     span.set_attribute("perimeter.document.pages", parsed.pages)
+                if parsed.ocr_pages:
+                    span.set_attribute("perimeter.ingest.ocr_pages", len(parsed.ocr_pages))
+                    if parsed.ocr_confidence is not None:
+                        span.set_attribute("perimeter.ingest.ocr_confidence", parsed.ocr_confidence)
+                    log.info(
+                        "OCR read %d page(s) of %s, mean confidence %s",
+                        len(parsed.ocr_pages),
+                        doc.id,
+                        parsed.ocr_confidence,
+                    )
         except (ParseError, InvalidDocument, UnsupportedFileType) as exc:
             raise PermanentIngestError(str(exc)) from exc
+        if self._max_document_chars is not None:
+            chars = sum(len(e.text) for e in parsed.elements)
+            if chars > self._max_document_chars:
+                raise PermanentIngestError(
+                    f"the document's text is {chars} characters, over the limit of "
+                    f"{self._max_document_chars} (chunking.max_document_chars); split it"
+                )
         with self._tracer.start_as_current_span("ingest.chunk") as span:
             chunks = chunk_elements(
                 parsed.elements,
@@ -308,7 +371,21 @@ class IngestionService:
             span.set_attribute("perimeter.ingest.chunk_count", len(chunks))
         if not chunks:
             raise PermanentIngestError("no extractable text in this file")
+        if self._max_chunks is not None and len(chunks) > self._max_chunks:
+            raise PermanentIngestError(
+                f"the document makes {len(chunks)} chunks, over the limit of {self._max_chunks} "
+                "(chunking.max_chunks_per_document); split it"
+            )
         return chunks, parsed.pages
+
+    def _page_progress(self, document_id: str) -> Callable[[int, int], None]:
+        """Job progress while slow pages (OCR) are read: parsing spans 0.05 to 0.2 of the job,
+        so a 300-page scan shows it moving page by page instead of sitting at 0.05."""
+
+        def report(done: int, total: int) -> None:
+            self._metadata.set_job_progress(document_id, 0.05 + 0.15 * done / max(total, 1))
+
+        return report
 
     def _embed_and_upsert(
         self,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from perimeter.api.deps import PrincipalDep, ServicesDep
+from perimeter.text_safety import scrub
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -56,6 +57,7 @@ def audit(
         limit=limit,
     )
     return AuditList(
-        entries=[AuditEntryOut(**e.as_dict()) for e in entries],
+        # scrub: one stored bad string must not make the tenant's audit log unreadable.
+        entries=[AuditEntryOut(**scrub(e.as_dict())) for e in entries],
         limit=limit,
     )

@@ -12,12 +12,14 @@ from fastapi import APIRouter, Response, status
 from perimeter.api.deps import PrincipalDep, ServicesDep
 from perimeter.api.errors import APIError
 from perimeter.api.schemas import CollectionCreate, CollectionList, CollectionOut
+from perimeter.auth.acl import visible_document_counts
 from perimeter.composition import Services
 from perimeter.domain import DEFAULT_KB, KnowledgeBase
 from perimeter.knowledge_bases import (
     InvalidKnowledgeBase,
     KnowledgeBaseExists,
     TooManyKnowledgeBases,
+    UnknownLLMModel,
 )
 
 router = APIRouter(prefix="/v1", tags=["collections"])
@@ -33,6 +35,7 @@ def _out(services: Services, kb: KnowledgeBase, document_count: int) -> Collecti
         chunk_overlap_tokens=overlap,
         llm_model=kb.llm_model,
         sensitivity=kb.sensitivity,
+        unsupported_policy=services.unsupported_policy(kb),
         document_count=document_count,
         created_at=kb.created_at,
     )
@@ -58,8 +61,11 @@ def create_collection(
                 chunk_overlap_tokens=body.chunk_overlap_tokens,
                 llm_model=body.llm_model,
                 sensitivity=body.sensitivity,
+                unsupported_policy=body.unsupported_policy,
             )
         )
+    except UnknownLLMModel as exc:
+        raise APIError(422, "unknown_llm_model", str(exc)) from exc
     except InvalidKnowledgeBase as exc:
         raise APIError(422, "invalid_collection", str(exc)) from exc
     except KnowledgeBaseExists as exc:
@@ -73,8 +79,13 @@ def create_collection(
 
 @router.get("/collections", response_model=CollectionList, summary="List collections")
 def list_collections(services: ServicesDep, principal: PrincipalDep) -> CollectionList:
+    # Counts of what this caller may read, not of the whole tenant (groups hide the rest).
+    counts = visible_document_counts(services.metadata, principal.tenant_id, principal.groups)
     return CollectionList(
-        collections=[_out(services, kb, n) for kb, n in services.kbs.list(principal.tenant_id)],
+        collections=[
+            _out(services, kb, counts.get(kb.name, 0))
+            for kb, _all in services.kbs.list(principal.tenant_id)
+        ],
         embedding_profiles=services.kbs.profiles,
     )
 
@@ -82,7 +93,8 @@ def list_collections(services: ServicesDep, principal: PrincipalDep) -> Collecti
 @router.get("/collections/{name}", response_model=CollectionOut, summary="Get a collection")
 def get_collection(name: str, services: ServicesDep, principal: PrincipalDep) -> CollectionOut:
     kb = services.kbs.require(principal.tenant_id, name)
-    count = services.metadata.kb_document_counts(principal.tenant_id).get(kb.name, 0)
+    visible = visible_document_counts(services.metadata, principal.tenant_id, principal.groups)
+    count = visible.get(kb.name, 0)
     return _out(services, kb, count)
 
 

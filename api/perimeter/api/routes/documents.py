@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
+from perimeter.api import guards
 from perimeter.api.deps import PrincipalDep, ServicesDep
 from perimeter.api.errors import APIError
 from perimeter.api.schemas import (
@@ -17,12 +18,12 @@ from perimeter.api.schemas import (
     UploadedOut,
     UploadResponse,
 )
-from perimeter.api import guards
 from perimeter.auth.acl import list_visible_documents
 from perimeter.backends.blob_store import FileTooLarge
 from perimeter.domain import DEFAULT_KB, DocumentStatus
 from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
 from perimeter.ingest.pipeline import StagedUpload
+from perimeter.text_safety import InvalidText, check_text, text_problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["documents"])
@@ -43,6 +44,10 @@ def _parse_metadata(raw: str | None) -> dict[str, Any]:
         raise APIError(400, "malformed_metadata", "metadata is nested too deeply") from exc
     if not isinstance(value, dict):
         raise APIError(400, "malformed_metadata", "metadata must be a JSON object")
+    try:
+        check_text(value, "metadata")
+    except InvalidText as exc:
+        raise APIError(400, "invalid_text", str(exc)) from exc
     for key, item in value.items():
         if not isinstance(item, str | int | float | bool) and not (
             isinstance(item, list) and all(isinstance(i, str) for i in item)
@@ -94,6 +99,11 @@ def upload_documents(
     try:
         for upload in files:
             name = upload.filename or "upload"
+            # NUL and other control characters are stripped by safe_filename; a lone
+            # surrogate is no character at all, so it is refused.
+            problem = text_problem(name.replace("\x00", ""))
+            if problem is not None:
+                raise APIError(400, "invalid_text", f"a file name contains {problem}")
             try:
                 item = services.ingestion.stage(
                     upload.file, name, upload.content_type, limits.max_file_bytes

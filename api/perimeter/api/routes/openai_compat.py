@@ -42,6 +42,7 @@ from perimeter.domain import DEFAULT_KB, KnowledgeBase, SearchFilter
 from perimeter.knowledge_bases import OPENAI_DEFAULT_MODEL, UnknownEmbeddingProfile
 from perimeter.retrieval.answer import Answer, Citation
 from perimeter.retrieval.conversation import Rewrite, Turn
+from perimeter.retrieval.policy import apply_policy, sentence_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,12 @@ def _as_openai_error(exc: Exception) -> OpenAIError | None:
         kind = "invalid_request_error" if exc.status < 500 else "server_error"
         return OpenAIError(exc.status, exc.message, exc.code, kind, headers=exc.headers)
     if isinstance(exc, StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return OpenAIError(exc.status_code, str(exc.detail), code)
+        # getattr: the request gate's body-limit errors carry their own code (and close).
+        code = getattr(exc, "code", None) or {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        headers = dict(exc.headers) if exc.headers else None
+        return OpenAIError(exc.status_code, str(exc.detail), code, headers=headers)
     if isinstance(exc, LLMContextExceeded):
         # OpenAI's own code for it, which its SDKs and chat front-ends recognise.
         return OpenAIError(
@@ -327,6 +332,11 @@ def sources_block(citations: list[Citation]) -> str:
     return "\n\nSources:\n" + "\n".join(lines)
 
 
+def _shown_sources(a: Answer) -> list[Citation]:
+    # A refused answer cites nothing, but its sources are still shown for the reader to check.
+    return a.sources if a.refused else a.citations
+
+
 def _usage(a: Answer) -> dict[str, int]:
     prompt, completion = a.usage.prompt_tokens, a.usage.completion_tokens
     return {
@@ -343,6 +353,11 @@ def _extension(a: Answer, rewrite: Rewrite | None = None) -> dict[str, Any]:
         "abstained": a.abstained,
         "unsupported_sentences": a.unsupported_sentences,
         "llm_model": a.model,
+        # The same verdicts /v1/query returns (perimeter.retrieval.policy).
+        "sentences": sentence_verdicts(a),
+        "unsupported_policy": a.policy,
+        "redacted_sentences": a.redacted_sentences,
+        "refused": a.refused,
     }
     if rewrite is not None and rewrite.method != "none":
         # The follow-up's standalone form, which retrieval searched for.
@@ -413,6 +428,7 @@ def chat_completions(
     }
     if rewrite.method != "none":
         details.update(search_query=rewrite.search_query, rewrite=rewrite.method)
+    policy = services.unsupported_policy(kb)
 
     if not body.stream:
         result = answers.retrieve(rewrite.search_query, _filter(principal, kb), top_k)
@@ -420,6 +436,7 @@ def chat_completions(
         a = answers.answer_from(rewrite.answer_question, result, None, llm_model)
         a.timings.update(rewrite.timings())
         _observe_llm(request, a)
+        a = apply_policy(a, policy)
         return {
             "id": cid,
             "object": "chat.completion",
@@ -431,7 +448,7 @@ def chat_completions(
                     "index": 0,
                     "message": {
                         "role": "assistant",
-                        "content": a.answer + sources_block(a.citations),
+                        "content": a.answer + sources_block(_shown_sources(a)),
                         "refusal": None,
                     },
                     "logprobs": None,
@@ -459,11 +476,16 @@ def chat_completions(
         try:
             for kind, payload in events:
                 if kind == "token":
-                    yield _data(_chunk(cid, created, model, {"content": payload}))
+                    # Under redact/refuse nothing unverified may reach the client: the text is
+                    # held back and sent once verified (annotate streams as it is written).
+                    if policy == "annotate":
+                        yield _data(_chunk(cid, created, model, {"content": payload}))
                     continue
-                a: Answer = payload
+                a: Answer = apply_policy(payload, policy)
                 _observe_llm(request, a)
-                block = sources_block(a.citations)
+                if policy != "annotate":
+                    yield _data(_chunk(cid, created, model, {"content": a.answer}))
+                block = sources_block(_shown_sources(a))
                 if block:
                     yield _data(_chunk(cid, created, model, {"content": block}))
                 final = _chunk(cid, created, model, {}, "stop")

@@ -9,14 +9,24 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
-from perimeter.api.errors import APIError
-from perimeter.api.schemas import CitationOut, QueryRequest, QueryResponse, UsageOut
-from perimeter.audit import record_query
 from perimeter.api import guards
+from perimeter.api.deps import Principal, PrincipalDep, ServicesDep
+from perimeter.api.errors import APIError, context_exceeded_message
+from perimeter.api.routes.conversations import FollowUp, open_conversation
+from perimeter.api.schemas import (
+    CitationOut,
+    QueryRequest,
+    QueryResponse,
+    SentenceVerdictOut,
+    UsageOut,
+)
+from perimeter.audit import record_query
+from perimeter.backends.errors import LLMContextExceeded
 from perimeter.backends.openai_llm import LLMUnavailable
 from perimeter.domain import SearchFilter
 from perimeter.retrieval.answer import Answer, Citation, citation_of, result_timings
+from perimeter.retrieval.policy import apply_policy, sentence_verdicts
+from perimeter.text_safety import scrub
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
@@ -48,20 +58,26 @@ def _filter(principal: Principal, body: QueryRequest, kb: str) -> SearchFilter:
 
 
 def _cit(c: Citation) -> CitationOut:
+    # scrub: parser output (odd PDF font maps) may hold lone surrogates, which would make the
+    # whole answer unserialisable (perimeter/text_safety.py).
     return CitationOut(
         n=c.n,
         document_id=c.document_id,
-        filename=c.filename,
+        filename=scrub(c.filename),
         page=c.page,
-        section=c.section,
-        snippet=c.snippet,
+        section=scrub(c.section),
+        snippet=scrub(c.snippet),
         score=c.score,
     )
 
 
 def _response(a: Answer) -> QueryResponse:
     return QueryResponse(
-        answer=a.answer,
+        sentences=[SentenceVerdictOut(**v) for v in sentence_verdicts(a)],  # type: ignore[arg-type]
+        unsupported_policy=a.policy,
+        redacted_sentences=a.redacted_sentences,
+        refused=a.refused,
+        answer=scrub(a.answer),  # the LLM's JSON may escape a lone surrogate
         citations=[_cit(c) for c in a.citations],
         sources=[_cit(c) for c in a.sources],
         grounded=a.grounded,
@@ -100,7 +116,13 @@ def _observe_llm(request: Request, a: Answer) -> None:
         metrics.observe_llm(a.timings, a.usage.completion_tokens)
 
 
-def _audit(services: Any, principal: Principal, body: QueryRequest, served: list[Any]) -> None:
+def _audit(
+    services: Any,
+    principal: Principal,
+    body: QueryRequest,
+    served: list[Any],
+    turn: FollowUp | None = None,
+) -> None:
     # Before anything is returned or sent to the LLM: what was served is on record.
     details: dict[str, Any] = {
         "collection": body.collection,
@@ -110,6 +132,8 @@ def _audit(services: Any, principal: Principal, body: QueryRequest, served: list
     }
     if body.filters is not None:
         details["filters"] = body.filters.model_dump(mode="json", exclude_none=True)
+    if turn is not None:
+        details.update(turn.audit_details())
     record_query(services.audit, principal, body.question, served, details)
 
 
@@ -126,27 +150,47 @@ def _sse(event: str, data: Any) -> str:
 def query(
     body: QueryRequest, services: ServicesDep, principal: PrincipalDep, request: Request
 ) -> Any:
-    kb = services.kbs.require(principal.tenant_id, body.collection)
+    conversation = open_conversation(
+        services,
+        principal,
+        body.conversation_id,
+        body.collection if "collection" in body.model_fields_set else None,
+    )
+    collection = conversation.kb if conversation is not None else body.collection
+    kb = services.kbs.require(principal.tenant_id, collection)
     answers = services.answers_for(kb)
     flt = _filter(principal, body, kb.name)
     top_k = body.top_k
     model = services.router.choose(body.question, kb).model
+    # In a conversation the question is read as a follow-up: retrieval searches its standalone
+    # form; without one, all three texts are the question as asked.
+    turn = FollowUp.of(services, conversation, body.question, model, not body.retrieval_only)
 
     if body.retrieval_only:
-        result = answers.retrieve(body.question, flt, top_k, body.mode)
+        result = answers.retrieve(turn.search_query, flt, top_k, body.mode)
         relevant = answers.relevant(result, body.min_score)
-        _audit(services, principal, body, relevant)
-        return _sources_only(
-            [_cit(citation_of(i, c)) for i, c in enumerate(relevant, 1)],
-            result_timings(result),
-            False,
+        _audit(services, principal, body, relevant, turn)
+        return turn.finish(
+            services,
+            principal,
+            _sources_only(
+                [_cit(citation_of(i, c)) for i, c in enumerate(relevant, 1)],
+                result_timings(result),
+                False,
+            ),
         )
 
     if body.stream:
         _result, events = answers.stream_answer(
-            body.question, flt, top_k, body.min_score, body.mode, model
+            turn.answer_question,
+            flt,
+            top_k,
+            body.min_score,
+            body.mode,
+            model,
+            search_query=turn.search_query,
         )
-        _audit(services, principal, body, answers.relevant(_result, body.min_score))
+        _audit(services, principal, body, answers.relevant(_result, body.min_score), turn)
 
         def stream() -> Iterator[str]:
             try:
@@ -155,8 +199,19 @@ def query(
                         yield _sse("token", {"text": payload})
                     else:
                         _observe_llm(request, payload)
-                        yield _sse("answer", _response(payload).model_dump(mode="json"))
+                        shown = apply_policy(payload, services.unsupported_policy(kb))
+                        done = turn.finish(services, principal, _response(shown))
+                        yield _sse("answer", done.model_dump(mode="json"))
             except LLMUnavailable:
+                if body.allow_degraded:
+                    # As without streaming: the sources, marked degraded, instead of an error.
+                    relevant = answers.relevant(_result, body.min_score)
+                    sources = [_cit(citation_of(i, c)) for i, c in enumerate(relevant, 1)]
+                    degraded = _sources_only(sources, result_timings(_result), degraded=True)
+                    done = turn.finish(services, principal, degraded)
+                    yield _sse("answer", done.model_dump(mode="json"))
+                    yield _sse("done", {})
+                    return
                 yield _sse(
                     "error",
                     {
@@ -166,6 +221,11 @@ def query(
                         }
                     },
                 )
+            except LLMContextExceeded as exc:
+                message = context_exceeded_message(exc)
+                yield _sse(
+                    "error", {"error": {"code": "context_length_exceeded", "message": message}}
+                )
             yield _sse("done", {})
 
         return StreamingResponse(
@@ -174,17 +234,20 @@ def query(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    result = answers.retrieve(body.question, flt, top_k, body.mode)
-    _audit(services, principal, body, answers.relevant(result, body.min_score))
+    result = answers.retrieve(turn.search_query, flt, top_k, body.mode)
+    _audit(services, principal, body, answers.relevant(result, body.min_score), turn)
     try:
-        answer = answers.answer_from(body.question, result, body.min_score, model)
+        answer = answers.answer_from(turn.answer_question, result, body.min_score, model)
         _observe_llm(request, answer)
-        return _response(answer)
+        answer = apply_policy(answer, services.unsupported_policy(kb))
+        return turn.finish(services, principal, _response(answer))
     except LLMUnavailable as exc:
         relevant = answers.relevant(result, body.min_score)
         sources = [_cit(citation_of(i, c)) for i, c in enumerate(relevant, 1)]
         if body.allow_degraded:
-            return _sources_only(sources, result_timings(result), degraded=True)
+            return turn.finish(
+                services, principal, _sources_only(sources, result_timings(result), degraded=True)
+            )
         raise APIError(
             503,
             "llm_unavailable",
