@@ -65,9 +65,11 @@ RUN pip install --no-deps "en_core_web_sm @ ${SPACY_MODEL_URL}#sha256=${SPACY_MO
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 
-# libgomp1: OpenMP runtime of the compiled llama.cpp; libmagic1: file-type sniffing of uploads.
+# libgomp1: OpenMP runtime of the compiled llama.cpp; libmagic1: file-type sniffing of uploads;
+# libgl1 + libglib2.0-0: what OpenCV (pulled in by rapidocr-onnxruntime, the OCR of scans and
+# images; its models are inside the wheel) loads at import.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 libmagic1 \
+ && apt-get install -y --no-install-recommends libgomp1 libmagic1 libgl1 libglib2.0-0 \
  && rm -rf /var/lib/apt/lists/*
 
 # Non-root user. /data is created here, owned by that user, so that a fresh named volume mounted

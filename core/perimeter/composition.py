@@ -409,6 +409,8 @@ def build_services(
                 max_tokens=settings.llm.max_tokens,
                 tracer=tracing.tracer,
                 verifier_threshold=settings.answers.verifier_threshold,
+                llm_verification=settings.answers.llm_verification,
+                llm_verification_model=settings.answers.llm_verification_model,
             ),
         )
         if name != DEFAULT_PROFILE or collection is not None:
@@ -548,7 +550,11 @@ def build_services(
         conversations=SqlConversationStore(metadata),
         rewriter=ConversationRewriter(
             llm,
-            use_llm=settings.conversation.llm_rewrite,
+            use_llm=(
+                settings.conversation.llm_rewrite
+                if settings.conversation.llm_rewrite is not None
+                else settings.llm.base_url is not None
+            ),
             max_history_turns=settings.conversation.max_history_turns,
             max_tokens=settings.conversation.rewrite_max_tokens,
         ),

@@ -195,7 +195,9 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         out.append(
             Endpoint(
                 "vector store",
-                f"Qdrant local mode in {settings.storage.data_dir / 'qdrant'}",
+                f"Qdrant Edge in {settings.storage.data_dir / 'qdrant_edge'}"
+                if settings.qdrant.embedded == "edge"
+                else f"Qdrant local mode in {settings.storage.data_dir / 'qdrant'}",
                 None,
             )
         )
@@ -271,7 +273,23 @@ def _model_checks(settings: Settings) -> list[Check]:
                 "needs unstructured's layout models staged into the perimeter",
             )
         )
+    checks.append(_ocr_check(settings))
     return checks
+
+
+def _ocr_check(settings: Settings) -> Check:
+    """OCR's models are files inside the rapidocr-onnxruntime package: present or not."""
+    if not settings.parser.ocr_enabled:
+        return Check("model", "OCR", "ok", "off", "scans and images fail: no extractable text")
+    from perimeter.backends.ocr import packaged_model_files
+
+    try:
+        files = packaged_model_files()
+    except FileNotFoundError as exc:
+        return Check("model", "OCR", "fail", "rapidocr", str(exc))
+    return Check(
+        "model", "OCR", "ok", "rapidocr", f"{len(files)} ONNX models inside the installed package"
+    )
 
 
 def _embedding_backend_checks(settings: Settings) -> list[Check]:

@@ -220,6 +220,10 @@ class JobRecord:
     updated_at: datetime
 
 
+# What an answer's unsupported sentences become (perimeter.retrieval.policy).
+UNSUPPORTED_POLICIES: tuple[str, ...] = ("annotate", "redact", "refuse")
+
+
 @dataclass(frozen=True, slots=True)
 class KnowledgeBase:
     """A named set of documents with its own indexing and answering settings. Unset fields
@@ -234,6 +238,8 @@ class KnowledgeBase:
     llm_model: str | None = None  # a model or LoRA adapter name on the OpenAI-compatible server
     sensitivity: str | None = None  # a label routing rules can match ("restricted", ...)
     created_at: datetime | None = None
+    # annotate | redact | refuse (perimeter.retrieval.policy); None: the deployment's setting
+    unsupported_policy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

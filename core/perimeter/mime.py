@@ -20,9 +20,13 @@ MARKDOWN = "text/markdown"
 PLAIN = "text/plain"
 CSV = "text/csv"
 EMAIL = "message/rfc822"
+# Images are read by OCR (perimeter.backends.ocr); a multi-page TIFF is one document.
+PNG = "image/png"
+JPEG = "image/jpeg"
+TIFF = "image/tiff"
 
 SUPPORTED_TYPES: frozenset[str] = frozenset(
-    {PDF, DOCX, PPTX, XLSX, HTML, MARKDOWN, PLAIN, CSV, EMAIL}
+    {PDF, DOCX, PPTX, XLSX, HTML, MARKDOWN, PLAIN, CSV, EMAIL, PNG, JPEG, TIFF}
 )
 TEXT_TYPES: frozenset[str] = frozenset({HTML, MARKDOWN, PLAIN, CSV, EMAIL})
 

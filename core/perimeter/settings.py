@@ -698,11 +698,13 @@ class TracingSettings(BaseModel):
 class ConversationSettings(BaseModel):
     """Follow-up questions (retrieval/conversation.py) and server-side conversations."""
 
-    llm_rewrite: bool = Field(
-        default=True,
+    llm_rewrite: bool | None = Field(
+        default=None,
         description="Rewrite a follow-up question into a standalone search query with the LLM "
         "(one short extra LLM call per follow-up). Off, or when the LLM's rewrite is unusable: "
-        "the deterministic carry-forward of the previous question's terms.",
+        "the deterministic carry-forward of the previous question's terms. Unset: on with an "
+        "external LLM server (llm.base_url), off with the embedded SmolLM2-135M, whose rewrites "
+        "were almost never usable (BENCHMARKS.md, Follow-up questions).",
     )
     rewrite_max_tokens: int = Field(
         default=64, ge=8, le=512, description="Most tokens the LLM may write for one rewrite."
@@ -784,6 +786,17 @@ class AnswerSettings(BaseModel):
         "names missing from the sources; negations; mostly-new content). Set (e.g. 0.72): a "
         "sentence whose calibrated probability of being unsupported reaches it is rejected "
         "too (stricter; loads the embedder for the score).",
+    )
+    llm_verification: bool = Field(
+        default=False,
+        description="Also put each sentence the claim checks passed to the LLM as a yes/no "
+        "question against its passages; a 'no' makes it unsupported. One short LLM call per "
+        "sentence: for a capable production model (vLLM); the embedded 135M model is too weak.",
+    )
+    llm_verification_model: str | None = Field(
+        default=None,
+        description="Model (or adapter) that answers the verification questions; unset: the "
+        "deployment's llm.model.",
     )
 
 

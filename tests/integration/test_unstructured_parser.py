@@ -297,7 +297,7 @@ def test_document_without_text(parser: UnstructuredParser, tmp_path: Path) -> No
 
 def test_unknown_content_type(parser: UnstructuredParser, tmp_path: Path) -> None:
     with pytest.raises(UnsupportedFileType):
-        parser.parse(tmp_path / "x", "image/png", "x.png")
+        parser.parse(tmp_path / "x", "image/gif", "x.gif")
 
 
 def test_bad_strategy_is_refused_at_construction() -> None:

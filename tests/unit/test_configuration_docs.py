@@ -52,7 +52,7 @@ def _probe(row_type: str, default: str | None) -> str:
     kind = row_type.split(" (")[0].split(" | ")[0]
     return {
         "int": "7",
-        "float": "0.5",
+        "float": "0.25" if default == "0.5" else "0.5",
         "bool": "false" if default == "true" else "true",
         "path": "/srv/probe",
         "secret": "probe-secret",

@@ -125,7 +125,9 @@ class FakeParser:
         self.paragraphs = paragraphs
         self.fail = fail
 
-    def parse(self, path: Path, content_type: str, filename: str) -> ParsedDocument:
+    def parse(
+        self, path: Path, content_type: str, filename: str, on_page: object = None
+    ) -> ParsedDocument:
         if self.fail:
             raise ParseError("the PDF is encrypted")
         elements = [

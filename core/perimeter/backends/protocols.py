@@ -6,20 +6,26 @@ explicit ``warm_up()``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from perimeter.domain import (
     ChatMessage,
     ChunkRecord,
     Completion,
+    ConversationRecord,
+    ConversationTurnRecord,
     EncodedText,
+    OcrPage,
     ParsedDocument,
     ScoredChunk,
     SearchFilter,
     SparseVector,
 )
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 
 @runtime_checkable
@@ -57,7 +63,22 @@ class SparseEncoder(Protocol):
 
 
 class ChunkStore(Protocol):
+    """Chunks with their dense + sparse vectors, one collection per embedding profile. Two
+    adapters: Qdrant Edge in-process (embedded default) and a Qdrant server (qdrant-client);
+    tests/integration/test_chunk_store_contract.py holds both to the same behaviour."""
+
+    @property
+    def collection(self) -> str: ...
+
+    def sibling(self, collection: str) -> ChunkStore:
+        """The same store on another collection (another embedding profile's vectors)."""
+        ...
+
     def ensure_collection(self, dense_dim: int, sparse_idf: bool) -> None: ...
+
+    def create_metadata_index(self, key: str) -> None:
+        """Index ``metadata.<key>`` (keyword) so filters on it stay cheap."""
+        ...
 
     def upsert(self, records: Sequence[ChunkRecord]) -> None: ...
 
@@ -68,6 +89,8 @@ class ChunkStore(Protocol):
         ...
 
     def count_document(self, tenant_id: str, document_id: str) -> int: ...
+
+    def count_all(self) -> int: ...
 
     def hybrid_search(
         self,
@@ -127,4 +150,72 @@ class Reranker(Protocol):
 
 
 class DocumentParser(Protocol):
-    def parse(self, path: Path, content_type: str, filename: str) -> ParsedDocument: ...
+    def parse(
+        self,
+        path: Path,
+        content_type: str,
+        filename: str,
+        on_page: Callable[[int, int], None] | None = None,
+    ) -> ParsedDocument:
+        """``on_page(done, total)`` is called after each page that needs slow work (OCR)."""
+        ...
+
+
+class OcrEngine(Protocol):
+    """Text out of a page image, offline (the models ship inside an installed package)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def warm_up(self) -> None: ...
+
+    def recognize(self, image: PILImage) -> OcrPage: ...
+
+
+class ConversationStore(Protocol):
+    """Conversations of one caller: every method is keyed on (tenant, actor), and someone
+    else's conversation is indistinguishable from a missing one."""
+
+    def create(
+        self, tenant_id: str, actor: str, kb: str, title: str = ""
+    ) -> ConversationRecord: ...
+
+    def get(
+        self, tenant_id: str, actor: str, conversation_id: str, with_turns: bool = True
+    ) -> ConversationRecord | None: ...
+
+    def list(
+        self, tenant_id: str, actor: str, limit: int = 50, offset: int = 0
+    ) -> list[ConversationRecord]: ...
+
+    def append_turn(
+        self,
+        tenant_id: str,
+        actor: str,
+        conversation_id: str,
+        *,
+        question: str,
+        search_query: str,
+        rewrite_method: str,
+        response: dict[str, Any],
+    ) -> ConversationTurnRecord | None: ...
+
+    def delete(self, tenant_id: str, actor: str, conversation_id: str) -> bool: ...
+
+    def purge_expired(self, retention_days: int | None) -> int: ...
+
+
+@runtime_checkable
+class CollectionAdmin(Protocol):
+    """What a zero-downtime re-index needs of a store beyond ChunkStore: list what a collection
+    holds, drop it, and (where the engine has them) move a collection alias."""
+
+    def document_ids(self, tenant_id: str | None = None) -> set[tuple[str, str]]:
+        """(tenant id, document id) of every document with chunks in the collection."""
+        ...
+
+    def drop_collection(self) -> None: ...
+
+    def point_alias(self, alias: str, collection: str) -> None:
+        """Make ``alias`` name ``collection`` atomically."""
+        ...

@@ -54,9 +54,16 @@ What this module does about it, and why it is the right cut:
   OCR models; users upload attachments as documents of their own).
 
 Mapping to our elements: Header/Footer/PageBreak/PageNumber are dropped (per-page boilerplate),
-tables become one " | "-joined line per row (from ``text_as_html``), and heuristic "Title"s are
-demoted where the format has a real title signal (PPTX body lines; e-mail bodies, whose subject
-becomes the Title).
+tables become one " | "-joined line per row (from ``text_as_html``; the header row first) with a
+caption (the sheet name, or the caption or heading right above the table) that the chunker
+repeats in every chunk of the table, and heuristic "Title"s are demoted where the format has a
+real title signal (PPTX body lines; e-mail bodies, whose subject becomes the Title). In PDFs the
+"fast" path finds tables from the geometry of the text lines (``perimeter.backends.pdf_tables``).
+
+Scans: PDF pages whose text layer is (nearly) empty and image uploads (PNG, JPEG, TIFF) are read
+by the ``OcrEngine`` given to the parser (``perimeter.backends.ocr``), page by page, within the
+parser's OCR time budget and reporting each page to ``on_page``; OCR'd elements carry their
+confidence.
 
 The patch is process-wide and idempotent: nothing in a Perimeter process may download, so it is
 right for other unstructured users in the same process too. Nothing runs at import time.
@@ -70,13 +77,14 @@ import os
 import re
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perimeter.domain import ParsedDocument, ParsedElement
 from perimeter.errors import ParseError, UnsupportedFileType
@@ -85,17 +93,26 @@ from perimeter.mime import (
     DOCX,
     EMAIL,
     HTML,
+    JPEG,
     MARKDOWN,
     PDF,
     PLAIN,
+    PNG,
     PPTX,
+    TIFF,
     XLSX,
     decode_text,
 )
+from perimeter.textproc import split_sentences
+
+if TYPE_CHECKING:
+    from perimeter.backends.protocols import OcrEngine
 
 logger = logging.getLogger(__name__)
 
 PDF_STRATEGIES = frozenset({"fast", "hi_res", "auto"})
+# A PDF page with fewer non-blank characters in its text layer than this is a scan: OCR it.
+MIN_PAGE_TEXT_CHARS = 16
 LANGUAGES = ["eng"]
 
 _OPT_OUT_ENV = {
@@ -115,11 +132,6 @@ def _lexicon(words: str) -> frozenset[str]:
     return frozenset(words.split())
 
 
-_ABBREVIATIONS = _lexicon(
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd co corp no fig approx dept est u.s "
-    "jan feb mar apr jun jul aug sep sept oct nov dec"
-)
-_SENTENCE_END = re.compile(r"([.!?\u2026]+)([\"'\u201d\u2019)\]]*)(\s+)")
 _WORD_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 # Unambiguous verb forms: auxiliaries, modals and frequent irregular inflections.
@@ -175,24 +187,10 @@ _NON_VERB_ING = _lexicon(
 
 def offline_sent_tokenize(text: str) -> list[str]:
     """Split at terminal punctuation followed by whitespace, unless the word before the
-    period is a known abbreviation or a single initial ("J. Smith")."""
-    sentences: list[str] = []
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        before = text[start : match.start()].split()
-        last = before[-1].lower() if before else ""
-        if match.group(1) == "." and (
-            last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())
-        ):
-            continue
-        piece = text[start : match.end(2)].strip()
-        if piece:
-            sentences.append(piece)
-        start = match.end()
-    tail = text[start:].strip()
-    if tail:
-        sentences.append(tail)
-    return sentences
+    period is a known abbreviation or a single initial ("J. Smith"): the one splitter shared
+    with chunking and the answer verifier (perimeter.textproc), without line-break cuts (parser
+    text is wrapped at arbitrary points)."""
+    return split_sentences(text, line_breaks=False)
 
 
 def offline_word_tokenize(text: str) -> list[str]:
@@ -341,6 +339,7 @@ class _PdfLine:
     text: str
     size: float
     bold: bool
+    table: bool = False  # a whole table found by perimeter.backends.pdf_tables, rows in text
 
 
 def _pdf_fast(path: Path) -> tuple[list[ParsedElement], int]:
@@ -362,12 +361,25 @@ def _pdf_fast(path: Path) -> tuple[list[ParsedElement], int]:
     pages = extract_pages(str(path), password="", laparams=LAParams())
     for page_number, layout in enumerate(_password_errors_explained(pages), start=1):
         page_count = page_number
+        # Cells of a table come out as separate lines; they are taken out of the text flow and
+        # the table is put in at the place of its first cell, one row per line.
+        table_of = {key: t for t in _page_tables(layout) for key in t.keys}
+        placed: set[int] = set()
         for box in layout:
             if not isinstance(box, LTTextContainer):
                 continue
             lines: list[_PdfLine] = []
             for line in box:
                 if not isinstance(line, LTTextLine):
+                    continue
+                table = table_of.get(id(line))
+                if table is not None:
+                    if id(table) not in placed:
+                        placed.add(id(table))
+                        if lines:
+                            boxes.append((page_number, lines))
+                            lines = []
+                        boxes.append((page_number, [_PdfLine(table.text, 0.0, False, True)]))
                     continue
                 chars = [c for c in line if isinstance(c, LTChar) and c.get_text().strip()]
                 text = line.get_text()
@@ -387,18 +399,24 @@ def _pdf_fast(path: Path) -> tuple[list[ParsedElement], int]:
     if not boxes:
         return [], page_count
 
-    body_size = chars_by_size.most_common(1)[0][0]
+    # A document of tables alone has no body text to measure headings against.
+    body_size = chars_by_size.most_common(1)[0][0] if chars_by_size else 0.0
     # In an all-bold document, bold says nothing.
     bold_is_signal = bold_chars < total_chars / 2
 
     def heading_kind(line: _PdfLine) -> str:
-        if line.size >= body_size * _HEADING_SIZE_RATIO:
+        if line.table:
+            return "table"
+        if body_size and line.size >= body_size * _HEADING_SIZE_RATIO:
             return "size"
         return "bold" if bold_is_signal and line.bold else ""
 
     runs: list[tuple[int, str, str]] = []  # (page, heading kind or "", text)
     for page_number, lines in boxes:
         for kind, group in groupby(lines, key=heading_kind):
+            if kind == "table":
+                runs.extend((page_number, kind, line.text) for line in group)
+                continue
             text = clean_extra_whitespace(" ".join(line.text for line in group))
             if text:
                 runs.append((page_number, kind, text))
@@ -406,11 +424,15 @@ def _pdf_fast(path: Path) -> tuple[list[ParsedElement], int]:
     def is_styled_heading(kind: str, text: str) -> bool:
         words = len(text.split())
         limit = _MAX_HEADING_WORDS if kind == "size" else _MAX_BOLD_HEADING_WORDS
-        return bool(kind) and words <= limit
+        return kind in ("size", "bold") and words <= limit
 
     styled = any(is_styled_heading(kind, text) for _, kind, text in runs)
     elements: list[ParsedElement] = []
     for page_number, kind, text in runs:
+        if kind == "table":
+            caption = _table_caption(None, elements)
+            elements.append(ParsedElement(text, "Table", page=page_number, caption=caption))
+            continue
         if is_styled_heading(kind, text):
             elements.append(ParsedElement(text=text, category="Title", page=page_number))
             continue
@@ -420,6 +442,22 @@ def _pdf_fast(path: Path) -> tuple[list[ParsedElement], int]:
             category = "UncategorizedText"
         elements.append(ParsedElement(text=element.text, category=category, page=page_number))
     return elements, page_count
+
+
+def _page_tables(layout: Any) -> list[Any]:
+    """Tables among the text lines of one pdfminer page (keys are the lines' ids)."""
+    from pdfminer.layout import LTTextContainer, LTTextLine
+
+    from perimeter.backends.pdf_tables import TextLine, find_tables
+
+    lines = [
+        TextLine(*line.bbox, text=line.get_text(), key=id(line))
+        for box in layout
+        if isinstance(box, LTTextContainer)
+        for line in box
+        if isinstance(line, LTTextLine) and line.get_text().strip()
+    ]
+    return find_tables(lines)
 
 
 def _password_errors_explained(pages: Iterator[Any]) -> Iterator[Any]:
@@ -449,10 +487,22 @@ _Handler = Callable[[Path], tuple[list[ParsedElement], int | None]]
 class UnstructuredParser:
     """``DocumentParser`` over unstructured's per-type partitioners; offline by construction."""
 
-    def __init__(self, pdf_strategy: str = "fast") -> None:
+    def __init__(
+        self,
+        pdf_strategy: str = "fast",
+        ocr: OcrEngine | None = None,
+        ocr_dpi: int = 200,
+        ocr_time_limit_s: float | None = None,
+    ) -> None:
+        """``ocr``: the engine for images and PDF pages without a text layer (None: OCR off,
+        such files fail with "no extractable text"). ``ocr_time_limit_s``: the OCR budget of
+        one document (perimeter.backends.ocr.ocr_frames)."""
         if pdf_strategy not in PDF_STRATEGIES:
             raise ValueError(f"pdf_strategy must be one of {sorted(PDF_STRATEGIES)}")
         self.pdf_strategy = pdf_strategy
+        self.ocr = ocr
+        self.ocr_dpi = ocr_dpi
+        self.ocr_time_limit_s = ocr_time_limit_s
 
     def warm_up(self) -> None:
         """Pay the import cost (seconds: spaCy and torch come in through unstructured's
@@ -470,10 +520,22 @@ class UnstructuredParser:
         import unstructured.partition.docx
         import unstructured.partition.text  # noqa: F401
 
-    def parse(self, path: Path, content_type: str, filename: str) -> ParsedDocument:
+        if self.ocr is not None:
+            self.ocr.warm_up()
+
+    def parse(
+        self,
+        path: Path,
+        content_type: str,
+        filename: str,
+        on_page: Callable[[int, int], None] | None = None,
+    ) -> ParsedDocument:
         mime = content_type.split(";", 1)[0].strip().lower()
         handlers: dict[str, _Handler] = {
-            PDF: self._pdf,
+            PDF: lambda p: self._pdf(p, on_page),
+            PNG: lambda p: self._image(p, on_page),
+            JPEG: lambda p: self._image(p, on_page),
+            TIFF: lambda p: self._image(p, on_page),
             DOCX: self._docx,
             PPTX: self._pptx,
             XLSX: self._xlsx,
@@ -499,21 +561,41 @@ class UnstructuredParser:
                 f"{filename} could not be parsed as {mime} ({type(exc).__name__}: {exc})"
             ) from exc
         if not elements:
-            if mime == PDF:
+            if mime == PDF and self.ocr is None:
                 raise ParseError(
                     f"{filename}: no extractable text: the PDF may be scanned images (OCR is "
-                    "not available)"
+                    "off: PERIMETER_PARSER__OCR_ENABLED)"
                 )
+            if mime in (PDF, PNG, JPEG, TIFF):
+                raise ParseError(f"{filename}: no extractable text: OCR found no text")
             raise ParseError(f"{filename}: no extractable text")
         seen_pages = [e.page for e in elements if e.page is not None]
         pages = max([*seen_pages, page_count or 0]) or None
-        return ParsedDocument(elements=elements, pages=pages)
+        ocr_pages = tuple(
+            sorted({e.page for e in elements if e.ocr_confidence is not None and e.page})
+        )
+        return ParsedDocument(
+            elements=elements,
+            pages=pages,
+            ocr_pages=ocr_pages,
+            ocr_confidence=_mean_confidence(elements),
+        )
 
     # -- per type --------------------------------------------------------------------------------
 
-    def _pdf(self, path: Path) -> tuple[list[ParsedElement], int | None]:
+    def _ocr_deadline(self) -> float | None:
+        if self.ocr_time_limit_s is None:
+            return None
+        return time.monotonic() + self.ocr_time_limit_s
+
+    def _pdf(
+        self, path: Path, on_page: Callable[[int, int], None] | None = None
+    ) -> tuple[list[ParsedElement], int | None]:
         if self.pdf_strategy == "fast":
-            return _pdf_fast(path)
+            elements, page_count = _pdf_fast(path)
+            if self.ocr is None:
+                return elements, page_count
+            return self._ocr_textless_pages(path, elements, page_count, on_page), page_count
         try:
             from unstructured.partition.pdf import partition_pdf
         except ImportError as exc:
@@ -523,6 +605,56 @@ class UnstructuredParser:
             ) from exc
         raw = partition_pdf(filename=str(path), strategy=self.pdf_strategy, languages=LANGUAGES)
         return _convert(raw), None
+
+    def _ocr_textless_pages(
+        self,
+        path: Path,
+        elements: list[ParsedElement],
+        page_count: int,
+        on_page: Callable[[int, int], None] | None,
+    ) -> list[ParsedElement]:
+        """OCR only the pages whose text layer is (nearly) empty: a mixed PDF keeps its real text
+        and pays OCR only for its scanned pages. A page with a few stray characters (a stamped
+        page number on a scan) counts as textless, and its stray text is replaced by the OCR."""
+        from perimeter.backends.ocr import ocr_frames, pdf_page_images
+
+        assert self.ocr is not None
+        chars: Counter[int] = Counter()
+        for element in elements:
+            if element.page is not None:
+                chars[element.page] += len("".join(element.text.split()))
+        textless = [n for n in range(1, page_count + 1) if chars[n] < MIN_PAGE_TEXT_CHARS]
+        if not textless:
+            return elements
+        scanned, _ = ocr_frames(
+            self.ocr,
+            pdf_page_images(path, textless, self.ocr_dpi),
+            len(textless),
+            self._ocr_deadline(),
+            self.ocr_time_limit_s,
+            on_page,
+        )
+        kept = [e for e in elements if e.page not in set(textless)]
+        # Stable sort: page order, and within a page the order each source gave.
+        return sorted([*kept, *scanned], key=lambda e: e.page or 0)
+
+    def _image(
+        self, path: Path, on_page: Callable[[int, int], None] | None = None
+    ) -> tuple[list[ParsedElement], int | None]:
+        from perimeter.backends.ocr import image_frame_count, image_frames, ocr_frames
+
+        if self.ocr is None:
+            raise ParseError("images are read by OCR, which is off (PERIMETER_PARSER__OCR_ENABLED)")
+        total = image_frame_count(path)
+        elements, _ = ocr_frames(
+            self.ocr,
+            image_frames(path),
+            total,
+            self._ocr_deadline(),
+            self.ocr_time_limit_s,
+            on_page,
+        )
+        return elements, total
 
     def _docx(self, path: Path) -> tuple[list[ParsedElement], int | None]:
         from unstructured.partition.docx import partition_docx
@@ -600,8 +732,10 @@ def _convert(
             continue
         metadata = getattr(element, "metadata", None)
         text = str(getattr(element, "text", "") or "")
+        caption = None
         if category == "Table":
             text = _table_text(text, getattr(metadata, "text_as_html", None))
+            caption = _table_caption(metadata, converted)
         text = text.strip()
         if not text:
             continue
@@ -610,10 +744,46 @@ def _convert(
         page = getattr(metadata, "page_number", None)
         converted.append(
             ParsedElement(
-                text=text, category=category, page=page if isinstance(page, int) else None
+                text=text,
+                category=category,
+                page=page if isinstance(page, int) else None,
+                caption=caption,
             )
         )
     return converted
+
+
+_CAPTION = re.compile(r"^(?:table|tab\.|tabelle|tableau|tabla)\s*[\dIVXivx]+\b", re.I)
+_MAX_CAPTION_WORDS = 30
+_CAPTION_AT_END = re.compile(r"(?<=[.!?:]\s)(?:Table|Tab\.)\s*[\dIVX]+\b[^.!?]*[.!?)]?$")
+
+
+def _table_caption(metadata: Any, before: list[ParsedElement]) -> str | None:
+    """A table's name: the sheet name for a spreadsheet; else the element right above it when
+    it is a caption ("Table 2: ...") or a heading. Chunks of the table repeat it."""
+    sheet = getattr(metadata, "page_name", None)
+    if isinstance(sheet, str) and sheet.strip():
+        return sheet.strip()
+    if not before:
+        return None
+    previous = before[-1]
+    short = len(previous.text.split()) <= _MAX_CAPTION_WORDS
+    if short and (previous.category in ("Title", "FigureCaption") or _CAPTION.match(previous.text)):
+        return " ".join(previous.text.split())
+    # A PDF text box may hold the paragraph and the caption line under it together.
+    tail = _CAPTION_AT_END.search(previous.text)
+    if tail and len(tail.group(0).split()) <= _MAX_CAPTION_WORDS:
+        return " ".join(tail.group(0).split())
+    return None
+
+
+def _mean_confidence(elements: Iterable[ParsedElement]) -> float | None:
+    """Character-weighted mean OCR confidence of the OCR'd elements; None when none was OCR'd."""
+    weighted = [(e.ocr_confidence, len(e.text)) for e in elements if e.ocr_confidence is not None]
+    chars = sum(n for _, n in weighted)
+    if not chars:
+        return None
+    return round(sum(c * n for c, n in weighted) / chars, 4)
 
 
 def _email_header_elements(path: Path, body: list[ParsedElement]) -> list[ParsedElement]:

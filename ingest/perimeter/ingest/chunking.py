@@ -20,6 +20,10 @@ Rules, in order of precedence:
   carried across a section change: the previous section's tail would be mislabelled. The overlap
   is capped at half the budget, beyond which chunks would be mostly repetition.
 
+An OCR'd page never shares a chunk with another page (its chunks cite the scanned page alone).
+Tables are chunked by whole rows, never mid-row, and every chunk of a table repeats its caption
+and header row (``_Chunker.add_table``); a table does not share a chunk with other text.
+
 ``Chunk.page`` is the page of the first element contributing new text to the chunk (the overlap is
 context, not the citation target); ``Chunk.section`` is the title in force for the chunk's body.
 The function is pure and deterministic: the same elements and counter give the same chunks.
@@ -32,17 +36,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from perimeter.domain import Chunk, ParsedElement
+from perimeter.textproc import sentence_spans
 
 TITLE_CATEGORY = "Title"
+# Tables arrive one row per line, the header row first (the parser's ``_table_text``).
+TABLE_CATEGORY = "Table"
 
 # A section name is stored in every chunk payload; an over-long "title" (a parser misclassifying
 # a paragraph) must not bloat them all.
 MAX_SECTION_CHARS = 256
 
-# Sentence ends: terminal punctuation (plus closing quotes/brackets) followed by whitespace, or a
-# line break. Deliberately simple: abbreviations may cause an extra cut, which only costs a
-# slightly earlier split point, never lost text.
-_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]]*(?=\s)|\n")
 _WORD = re.compile(r"\S+")
 
 # How units are glued: element boundaries keep a line break so the chunk shows the structure;
@@ -57,19 +60,9 @@ def whitespace_token_count(text: str) -> int:
 
 
 def _sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each stripped, non-empty sentence of ``text``, in order."""
-    spans: list[tuple[int, int]] = []
-    start = 0
-    cuts = [m.end() for m in _SENTENCE_END.finditer(text)]
-    cuts.append(len(text))
-    for cut in cuts:
-        piece = text[start:cut]
-        stripped = piece.strip()
-        if stripped:
-            lead = len(piece) - len(piece.lstrip())
-            spans.append((start + lead, start + lead + len(stripped)))
-        start = cut
-    return spans
+    """(start, end) of each stripped, non-empty sentence of ``text``, in order: the one splitter
+    shared with the parser and the answer verifier (a line break also ends a sentence here)."""
+    return sentence_spans(text, line_breaks=True)
 
 
 @dataclass(slots=True)
@@ -80,6 +73,7 @@ class _Unit:
     sep: str  # glue placed before this unit when it is not the first of its chunk
     page: int | None
     heading: bool = False
+    ocr: bool = False  # text read from a page image
 
 
 @dataclass(slots=True)
@@ -261,15 +255,97 @@ class _Chunker:
             return [text[:head_end]]
         return [text[:head_end], *self._pieces(text[spans[taken][0] :])]
 
+    # -- tables ----------------------------------------------------------------------------------
+
+    def add_table(self, element: ParsedElement, text: str) -> None:
+        """A table's rows (one per line, the first being the header) packed into chunks of whole
+        rows, each led by the table's caption and header row: a chunk holding only rows 40-60
+        still says which column a value is in and which table it comes from. A table never
+        shares a chunk with surrounding text, so a citation of it points at the table."""
+        rows = [row.strip() for row in text.split("\n") if row.strip()]
+        if len(rows) < 2:
+            self.add_body(element, text)  # one row is no table: nothing to repeat
+            return
+        pending_heading = ""
+        if self._heading_only():
+            # The heading above the table leads its first chunk instead of a chunk of its own.
+            pending_heading = self.current.text_with()
+            self.current = _Builder(section=self.section)
+        else:
+            self._flush()
+        caption = " ".join((element.caption or "").split())[:MAX_SECTION_CHARS] or None
+        header, body = rows[0], rows[1:]
+        lead_parts = [f"Table: {caption}" if caption else "", header]
+        lead = "\n".join(part for part in lead_parts if part)
+        if self.count(lead) > self.max_tokens // 2:
+            # A header that eats the budget leaves no room for rows: keep the header alone.
+            lead = header if self.count(header) <= self.max_tokens // 2 else ""
+        section = caption or self.section
+        first_lead = "\n".join(part for part in (pending_heading.strip(), lead) if part)
+
+        def emit(lines: list[str], lead_text: str) -> None:
+            chunk_text = "\n".join([lead_text, *lines]) if lead_text else "\n".join(lines)
+            self.chunks.append(
+                Chunk(
+                    index=len(self.chunks),
+                    text=chunk_text,
+                    page=element.page,
+                    section=section,
+                    token_count=self.count(chunk_text),
+                )
+            )
+
+        current: list[str] = []
+        current_lead = first_lead
+        for row in body:
+            candidate = "\n".join([current_lead, *current, row]) if current_lead else row
+            if current and self.count(candidate) > self.max_tokens:
+                emit(current, current_lead)
+                current, current_lead = [], lead
+            solo = "\n".join([current_lead, row]) if current_lead else row
+            if not current and current_lead != lead and self.count(solo) > self.max_tokens:
+                current_lead = lead  # the pending heading gives way first
+                solo = "\n".join([lead, row]) if lead else row
+            if not current and self.count(solo) > self.max_tokens:
+                # A single row too long for the budget: cut it between words, each piece still
+                # under the header (never merged with another row).
+                room = self.max_tokens - (self.count(current_lead) + 1 if current_lead else 0)
+                for start, end in self._word_runs_within(row, max(1, room)):
+                    emit([row[start:end]], current_lead)
+                    current_lead = lead
+                continue
+            current.append(row)
+        if current:
+            emit(current, current_lead)
+
+    def _word_runs_within(self, text: str, budget: int) -> list[tuple[int, int]]:
+        saved = self.piece_tokens
+        self.piece_tokens = budget
+        try:
+            return self._word_runs(text, 0, len(text))
+        finally:
+            self.piece_tokens = saved
+
+    def _break_at_scanned_page(self, element: ParsedElement) -> None:
+        """A scanned (OCR'd) page does not share a chunk with another page: the page is what a
+        reader of a scan looks up, so its chunks cite it alone."""
+        body = [u for u in self.current.units if not u.heading]
+        if not body or body[-1].page == element.page:
+            return
+        if body[-1].ocr or element.ocr_confidence is not None:
+            self._flush()
+
     def add_body(self, element: ParsedElement, text: str) -> None:
-        whole = _Unit(text, _ELEMENT_SEP, element.page)
+        self._break_at_scanned_page(element)
+        ocr = element.ocr_confidence is not None
+        whole = _Unit(text, _ELEMENT_SEP, element.page, ocr=ocr)
         if self._heading_only() and self.count(self.current.text_with(whole)) > self.max_tokens:
             pieces = self._fill_after_heading(text)
         else:
             pieces = self._pieces(text)
         for i, piece in enumerate(pieces):
             sep = _PIECE_SEP if i else _ELEMENT_SEP
-            self._add(_Unit(piece, sep, element.page), carry_overlap=True)
+            self._add(_Unit(piece, sep, element.page, ocr=ocr), carry_overlap=True)
 
 
 def chunk_elements(
@@ -286,6 +362,8 @@ def chunk_elements(
             continue
         if element.category == TITLE_CATEGORY:
             chunker.add_title(element, text)
+        elif element.category == TABLE_CATEGORY:
+            chunker.add_table(element, text)
         else:
             chunker.add_body(element, text)
     return chunker.finish()
