@@ -144,7 +144,7 @@ class PerimeterClient:
     # -- collections (knowledge bases) ------------------------------------------------------
     def create_collection(self, name: str, **settings: Any) -> dict[str, Any]:
         """``settings``: description, embedding_profile, chunk_max_tokens,
-        chunk_overlap_tokens, llm_model, sensitivity."""
+        chunk_overlap_tokens, llm_model, sensitivity, unsupported_policy."""
         body = {"name": name, **{k: v for k, v in settings.items() if v is not None}}
         return dict(self._request("POST", "/v1/collections", json=body))
 
@@ -179,3 +179,17 @@ class PerimeterClient:
     def ready(self) -> dict[str, Any]:
         response = self._http.get("/readyz")
         return dict(response.json())
+
+    # -- re-index (admin) ------------------------------------------------------------------
+    def reindex_start(self, **body: Any) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/admin/reindex", json=body))
+
+    def reindex_jobs(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/admin/reindex")["jobs"])
+
+    def reindex_status(self, job_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/admin/reindex/{job_id}"))
+
+    def reindex_step(self, job_id: str, step: str) -> dict[str, Any]:
+        """``step``: resume, switch, rollback, finish or abort."""
+        return dict(self._request("POST", f"/v1/admin/reindex/{job_id}/{step}"))

@@ -9,18 +9,20 @@ knowledge base and upload again.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 
 from perimeter.backends.sql_metadata import KnowledgeBaseExists, SqlMetadataStore
-from perimeter.domain import DEFAULT_KB, KnowledgeBase
+from perimeter.domain import DEFAULT_KB, UNSUPPORTED_POLICIES, KnowledgeBase
 
 DEFAULT_PROFILE = "default"
 # The OpenAI-compatible API's name for the default knowledge base.
 OPENAI_DEFAULT_MODEL = "perimeter"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 RESERVED = frozenset({DEFAULT_KB, OPENAI_DEFAULT_MODEL})
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -30,11 +32,16 @@ __all__ = [
     "KnowledgeBaseService",
     "TooManyKnowledgeBases",
     "UnknownEmbeddingProfile",
+    "UnknownLLMModel",
 ]
 
 
 class InvalidKnowledgeBase(ValueError):
     pass
+
+
+class UnknownLLMModel(InvalidKnowledgeBase):
+    """The collection's llm_model is not among the models the LLM server serves."""
 
 
 class KnowledgeBaseNotFound(LookupError):
@@ -62,11 +69,15 @@ class KnowledgeBaseService:
         profiles: Collection[str],
         chunking: ChunkingDefaults,
         max_per_tenant: int,
+        served_models: Callable[[], list[str] | None] | None = None,
     ) -> None:
+        """``served_models``: the names the LLM server serves, None when it cannot be asked;
+        when given, a collection's llm_model must be one of them."""
         self._metadata = metadata
         self._profiles = {DEFAULT_PROFILE, *profiles}
         self._chunking = chunking
         self._max_per_tenant = max_per_tenant
+        self._served_models = served_models
 
     @property
     def profiles(self) -> list[str]:
@@ -116,12 +127,35 @@ class KnowledgeBaseService:
             raise InvalidKnowledgeBase("chunk_max_tokens must be between 16 and 8192")
         if not 0 <= overlap < max_tokens:
             raise InvalidKnowledgeBase("chunk_overlap_tokens must be >= 0 and < chunk_max_tokens")
+        if kb.llm_model is not None:
+            self._check_llm_model(kb.llm_model)
+        if kb.unsupported_policy is not None and kb.unsupported_policy not in UNSUPPORTED_POLICIES:
+            raise InvalidKnowledgeBase(
+                f"unsupported_policy must be one of {', '.join(UNSUPPORTED_POLICIES)}"
+            )
         if self._metadata.count_kbs(kb.tenant_id) >= self._max_per_tenant:
             raise TooManyKnowledgeBases(
                 f"a tenant may have at most {self._max_per_tenant} knowledge bases "
                 "(PERIMETER_KB__MAX_PER_TENANT)"
             )
         return self._metadata.create_kb(replace(kb, created_at=None))
+
+    def _check_llm_model(self, name: str) -> None:
+        # A misspelt adapter name would otherwise surface only at the first question, as a 503
+        # from the LLM server's 404; checked here, it is the creator's 422.
+        if self._served_models is None:
+            return
+        served = self._served_models()
+        if served is None:
+            log.warning(
+                "LLM server not reachable: llm_model %r of a new collection unchecked", name
+            )
+            return
+        if name not in served:
+            raise UnknownLLMModel(
+                f"llm_model {name!r} is not served by the LLM server, which serves {served} "
+                "(vLLM: add the adapter with --enable-lora --lora-modules NAME=PATH)"
+            )
 
     def chunking(self, kb: KnowledgeBase) -> tuple[int, int]:
         """(max_tokens, overlap_tokens) for documents of this knowledge base."""

@@ -182,3 +182,104 @@ _default = Analyzer()
 
 def analyze(text: str) -> list[str]:
     return _default(text)
+
+
+# --- Sentences -------------------------------------------------------------------------------
+# One sentence splitter for chunking, the offline parser and answer verification (they used to
+# disagree: a sentence the chunker kept whole could be two claims to the verifier).
+#
+# A sentence ends at terminal punctuation (plus closing quotes/brackets) followed by whitespace,
+# and, where the caller asks, at a line break. Not after a known abbreviation ("e.g.", "Dr."),
+# a single initial ("J. Smith") or a bare list number ("2. Structure: ..."), which would cut a
+# claim in two.
+_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+[\"'\u201d\u2019)\]]*(?=\s|$)")
+_ABBREVIATIONS: frozenset[str] = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "eg",
+        "ie",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "no",
+        "fig",
+        "approx",
+        "dept",
+        "est",
+        "u.s",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    ]
+)
+
+
+def _is_false_end(text: str, start: int, match: re.Match[str]) -> bool:
+    if not match.group().startswith("."):
+        return False
+    before = text[start : match.start()].split()
+    if not before:
+        return True
+    last = before[-1].lower().lstrip("([\"'")
+    if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
+        return True
+    # "2." opening a list item: the number belongs to the sentence that follows.
+    return len(before) == 1 and last.isdigit()
+
+
+def sentence_spans(text: str, line_breaks: bool = True) -> list[tuple[int, int]]:
+    """(start, end) of each stripped, non-empty sentence of ``text``, in order.
+
+    ``line_breaks``: a line break also ends a sentence (chunk text, answers, lists); off for
+    running text that was wrapped at arbitrary points (parser output)."""
+    cuts: list[int] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        if line_breaks:
+            start = max(start, text.rfind("\n", 0, match.start()) + 1)
+        if _is_false_end(text, start, match):
+            continue
+        cuts.append(match.end())
+        start = match.end()
+    if line_breaks:
+        cuts.extend(m.end() for m in re.finditer(r"\n", text))
+        cuts.sort()
+    cuts.append(len(text))
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for cut in cuts:
+        if cut <= start:
+            continue
+        piece = text[start:cut]
+        stripped = piece.strip()
+        if stripped:
+            lead = len(piece) - len(piece.lstrip())
+            spans.append((start + lead, start + lead + len(stripped)))
+        start = cut
+    return spans
+
+
+def split_sentences(text: str, line_breaks: bool = True) -> list[str]:
+    """The sentences of ``text`` (see :func:`sentence_spans`)."""
+    return [text[a:b] for a, b in sentence_spans(text, line_breaks)]

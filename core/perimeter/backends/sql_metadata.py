@@ -63,6 +63,7 @@ knowledge_bases = sa.Table(
     sa.Column("llm_model", sa.String(255), nullable=True),
     sa.Column("sensitivity", sa.String(64), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("unsupported_policy", sa.String(16), nullable=True),
 )
 
 jobs = sa.Table(
@@ -122,6 +123,12 @@ class SqlMetadataStore:
     def _upgrade(self) -> None:
         """Bring a database made by an earlier version up to this schema (additive only)."""
         inspector = sa.inspect(self.engine)
+        kb_columns = {c["name"] for c in inspector.get_columns("knowledge_bases")}
+        if "unsupported_policy" not in kb_columns:
+            with self._tx() as conn:
+                conn.execute(
+                    sa.text("ALTER TABLE knowledge_bases ADD COLUMN unsupported_policy VARCHAR(16)")
+                )
         columns = {c["name"] for c in inspector.get_columns("documents")}
         if "kb" in columns:
             return
@@ -411,6 +418,7 @@ class SqlMetadataStore:
                         llm_model=kb.llm_model,
                         sensitivity=kb.sensitivity,
                         created_at=_now(),
+                        unsupported_policy=kb.unsupported_policy,
                     )
                 )
         except sa.exc.IntegrityError as exc:
@@ -544,6 +552,7 @@ def _kb(row: Any) -> KnowledgeBase:
         llm_model=row["llm_model"],
         sensitivity=row["sensitivity"],
         created_at=_aware(row["created_at"]),
+        unsupported_policy=row["unsupported_policy"],
     )
 
 

@@ -212,6 +212,13 @@ def collections_create(
     sensitivity: Annotated[
         str | None, typer.Option(help="Label for routing rules, e.g. 'restricted'.")
     ] = None,
+    unsupported_policy: Annotated[
+        str | None,
+        typer.Option(
+            help="Unsupported answer sentences: annotate, redact or refuse "
+            "(default: the deployment's PERIMETER_ANSWERS__UNSUPPORTED_POLICY)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a collection with its own embedding profile, chunking and answering model."""
@@ -225,6 +232,7 @@ def collections_create(
                 chunk_overlap_tokens=chunk_overlap_tokens,
                 llm_model=llm_model,
                 sensitivity=sensitivity,
+                unsupported_policy=unsupported_policy,
             )
         except PerimeterError as exc:
             _fail(exc.message)

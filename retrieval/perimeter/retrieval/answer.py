@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,13 +11,17 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.trace import NoOpTracer, Span, StatusCode, Tracer
 
+from perimeter.backends.errors import LLMContextExceeded
 from perimeter.backends.protocols import LLM, Embedder
 from perimeter.domain import Completion, ScoredChunk, SearchFilter, Usage
-from perimeter.retrieval.citations import Attribution, attribute
+from perimeter.retrieval.citations import Attribution, SentenceSupport, attribute
+from perimeter.retrieval.llm_check import llm_recheck
 from perimeter.retrieval.prompt import NOT_FOUND, build_messages
 from perimeter.retrieval.search import Mode, RetrievalResult, Retriever
+from perimeter.retrieval.verifier import DEFAULT_THRESHOLD, CachedEmbed, ClaimVerifier
 
 SNIPPET_CHARS = 300
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,12 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     degraded: bool = False
     model: str | None = None  # the LLM that wrote it; None when it abstained without one
+    # Per-sentence verdicts of the claim verifier (perimeter.retrieval.verifier), and what the
+    # unsupported-content policy (perimeter.retrieval.policy) did with them.
+    sentences: list[SentenceSupport] = field(default_factory=list)
+    policy: str = "annotate"
+    redacted_sentences: list[str] = field(default_factory=list)
+    refused: bool = False
 
 
 def result_timings(result: RetrievalResult) -> dict[str, float]:
@@ -78,8 +89,15 @@ class AnswerService:
         min_dense_score: float,
         max_tokens: int,
         tracer: Tracer = NoOpTracer(),
+        verifier_threshold: float | None = DEFAULT_THRESHOLD,
+        llm_verification: bool = False,
+        llm_verification_model: str | None = None,
     ) -> None:
         self._retriever = retriever
+        self._verifier_threshold = verifier_threshold
+        self._cached_embed: CachedEmbed | None = None
+        self._llm_verification = llm_verification
+        self._llm_verification_model = llm_verification_model
         self._llm = llm
         self._embedder = embedder
         self._min_dense_score = min_dense_score
@@ -115,6 +133,16 @@ class AnswerService:
             return []
         return result.chunks
 
+    def _verifier_embed(self) -> CachedEmbed | None:
+        # The embedding feature matters only where the score may reject (a threshold is set);
+        # otherwise the checks decide and embedding the sources would be wasted work. One cache
+        # per service, made on first use (construction stays cheap).
+        if self._embedder is None or self._verifier_threshold is None:
+            return None
+        if self._cached_embed is None:
+            self._cached_embed = CachedEmbed(self._embed_fn())
+        return self._cached_embed
+
     def _embed_fn(self) -> Any:
         if self._embedder is None:
             return None
@@ -128,9 +156,16 @@ class AnswerService:
         usage: Usage,
         timings: dict[str, float],
         model: str | None,
+        question: str = "",
     ) -> Answer:
         t0 = time.perf_counter()
-        attr: Attribution = attribute(text, sources, self._embed_fn())
+        # The question lets a sentence restate it without counting as new content; values in
+        # it (numbers, identifiers) still have to be in the sources.
+        verifier = ClaimVerifier(embed=self._verifier_embed(), threshold=self._verifier_threshold)
+        attr: Attribution = attribute(text, sources, question=question, verifier=verifier)
+        if self._llm_verification and not attr.abstained:
+            calls = llm_recheck(attr, sources, self._llm, model=self._llm_verification_model)
+            timings["llm_verification_calls"] = calls
         timings["attribution_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         citations = [citation_of(n, sources[n - 1]) for n in attr.cited_sources]
         return Answer(
@@ -144,6 +179,7 @@ class AnswerService:
             usage=usage,
             timings=timings,
             model=model,
+            sentences=attr.sentences,
         )
 
     def not_found(self, timings: dict[str, float]) -> Answer:
@@ -185,15 +221,24 @@ class AnswerService:
         if not sources:
             return self.not_found(timings)
         t0 = time.perf_counter()
-        with self._tracer.start_as_current_span(
-            "llm.complete", attributes=self._llm_attributes(model, len(sources))
-        ) as span:
-            completion = self._llm.complete(
-                build_messages(question, sources), self._max_tokens, model=model
-            )
-            self._record_completion(span, completion)
+        while True:
+            with self._tracer.start_as_current_span(
+                "llm.complete", attributes=self._llm_attributes(model, len(sources))
+            ) as span:
+                try:
+                    completion = self._llm.complete(
+                        build_messages(question, sources), self._max_tokens, model=model
+                    )
+                except LLMContextExceeded:
+                    sources = _trimmed(sources)  # raises again when one source is too many
+                    span.set_attribute("perimeter.llm.context_exceeded", True)
+                    continue
+                self._record_completion(span, completion)
+            break
         timings["llm_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        return self._finish(completion.text, sources, completion.usage, timings, completion.model)
+        return self._finish(
+            completion.text, sources, completion.usage, timings, completion.model, question
+        )
 
     def stream_answer(
         self,
@@ -203,10 +248,13 @@ class AnswerService:
         min_score: float | None = None,
         mode: Mode = "hybrid",
         model: str | None = None,
+        search_query: str | None = None,
     ) -> tuple[RetrievalResult, Iterator[tuple[str, Any]]]:
         """Retrieval runs eagerly (so errors surface before the stream starts); the returned
-        iterator yields ("token", str) events, then one ("answer", Answer)."""
-        result = self.retrieve(question, flt, top_k, mode)
+        iterator yields ("token", str) events, then one ("answer", Answer). ``search_query``:
+        what to retrieve with when it differs from the question (a follow-up's standalone
+        form, perimeter.retrieval.conversation)."""
+        result = self.retrieve(search_query or question, flt, top_k, mode)
         timings = result_timings(result)
         sources = self.relevant(result, min_score)
         # The stream is consumed later, maybe in another thread: its span's parent is the
@@ -225,10 +273,12 @@ class AnswerService:
             span = self._tracer.start_span(
                 "llm.stream", parent, attributes=self._llm_attributes(model, len(sources))
             )
+            shown = sources
             try:
-                for token in self._llm.stream(
-                    build_messages(question, sources), self._max_tokens, model=model
-                ):
+                for token in self._stream_fitting(question, shown, model):
+                    if isinstance(token, list):  # the sources that fit the context window
+                        shown = token
+                        continue
                     if first_token_ms is None:
                         first_token_ms = (time.perf_counter() - t0) * 1000
                         span.add_event("gen_ai.first_token")
@@ -251,7 +301,45 @@ class AnswerService:
             usage = Usage(completion_tokens=len(parts))
             yield (
                 "answer",
-                self._finish(text, sources, usage, timings, model or self._llm.model_name),
+                self._finish(text, shown, usage, timings, model or self._llm.model_name, question),
             )
 
         return result, events()
+
+    def _stream_fitting(
+        self, question: str, sources: list[ScoredChunk], model: str | None
+    ) -> Iterator[str | list[ScoredChunk]]:
+        """The LLM's tokens, with fewer sources while the prompt overflows the context window.
+
+        The server refuses an oversized prompt before it writes a token, so a retry never
+        repeats text; a list item (the sources finally sent) comes before the first token
+        whenever sources were trimmed."""
+        while True:
+            tokens = self._llm.stream(
+                build_messages(question, sources), self._max_tokens, model=model
+            )
+            try:
+                first = next(tokens, None)
+            except LLMContextExceeded:
+                sources = _trimmed(sources)
+                yield sources
+                continue
+            if first is not None:
+                yield first
+                yield from tokens
+            return
+
+
+def _trimmed(sources: list[ScoredChunk]) -> list[ScoredChunk]:
+    """The better-ranked half of the sources, for a prompt that overflowed the context window.
+
+    Halving needs only log2(top_k) refused requests (each costs the server a tokenization, not a
+    generation). Already down to one source: the question itself is too long for this model, and
+    LLMContextExceeded goes up to the caller (a clear 4xx)."""
+    if len(sources) <= 1:
+        raise LLMContextExceeded(
+            "the question with even one source does not fit the model's context window"
+        )
+    keep = len(sources) // 2
+    log.warning("prompt over the LLM's context window: %d sources -> %d", len(sources), keep)
+    return sources[:keep]

@@ -1,22 +1,24 @@
 """Citations that do not depend on the model writing them, and a groundedness verdict.
 
 Small models (the embedded SmolLM2) often write no ``[n]`` markers. So every answer sentence is
-scored against every source it was given: markers the model wrote are validated (a marker to a
-source that was not provided is dropped and reported), and sentences without markers are
-attributed to the sources that support them. A sentence is supported when enough of its content
-words occur in a source (lexical recall) or, where an embedder is given, when it is close to the
-source in embedding space.
+checked against every source it was given by the claim verifier (``verifier.py``): what the
+sentence asserts (its numbers, identifiers, names, negations, comparisons) must be in the
+sources, not just its words. Markers the model wrote are validated: a marker to a source that was
+not provided is dropped and reported (``invalid_markers``); a marker to a provided source that
+does not back its sentence is reported per sentence (``wrong_markers``). Sentences without
+markers are attributed to the sources that back them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from perimeter.domain import ScoredChunk
 from perimeter.retrieval.prompt import NOT_FOUND
-from perimeter.textproc import analyze
+from perimeter.retrieval.verifier import ClaimVerifier, EmbedFn, is_preamble
+from perimeter.textproc import analyze, sentence_spans
 
 MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 # A marker with the space before it, so "1990 [2]." reads "1990." once the marker is gone.
@@ -27,33 +29,38 @@ def strip_markers(text: str) -> str:
     return _MARKER_WITH_SPACE.sub("", text)
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-
 ABSTAIN_PATTERNS = re.compile(
     r"(could not find|cannot find|can't find|couldn't find|not (?:found|mentioned|provided|"
-    r"contained|stated) in the (?:documents|sources|context)|i don't know|i do not know|"
-    r"no information|not enough information|does not (?:contain|mention|provide))",
+    r"contained|stated) in the (?:documents|sources|context|passages?)|i don't know|"
+    r"i do not know|no information|not enough information|does not (?:contain|mention|provide)|"
+    r"(?:passages?|sources?|documents?|context) (?:do(?:es)? not|don't|doesn't) "
+    r"(?:contain|mention|provide|include|say|specify|state))",
     re.IGNORECASE,
 )
 
-# Lexical recall of a sentence's content words in a source at/above which the source supports it.
-LEXICAL_SUPPORT = 0.5
-# Cosine similarity (unit vectors) at/above which a source supports a sentence semantically.
-SEMANTIC_SUPPORT = 0.6
-
-EmbedFn = Callable[[Sequence[str]], list[list[float]]]
+__all__ = [
+    "Attribution",
+    "EmbedFn",
+    "SentenceSupport",
+    "attribute",
+    "is_abstention",
+    "markers_in",
+    "split_answer",
+    "split_sentences",
+    "strip_markers",
+]
 
 
 @dataclass(slots=True)
 class SentenceSupport:
     sentence: str
-    sources: list[int]  # 1-based source numbers supporting it
-    score: float  # best support score in [0, 1]
+    sources: list[int]  # 1-based source numbers backing it
+    score: float  # estimated probability that the sentence is supported, in [0, 1]
     cited: list[int] = field(default_factory=list)  # valid markers the model wrote
-
-    @property
-    def supported(self) -> bool:
-        return bool(self.sources)
+    supported: bool = False
+    checked: bool = True  # False: asserts nothing (an abstention or a preamble), not judged
+    wrong_markers: list[int] = field(default_factory=list)  # cited sources that do not back it
+    reasons: list[str] = field(default_factory=list)  # why it is unsupported
 
 
 @dataclass(slots=True)
@@ -65,23 +72,46 @@ class Attribution:
 
     @property
     def grounded(self) -> bool:
-        claims = [s for s in self.sentences if not ABSTAIN_PATTERNS.search(s.sentence)]
+        claims = [s for s in self.sentences if s.checked]
         return bool(claims) and all(s.supported for s in claims)
 
     @property
     def unsupported(self) -> list[str]:
-        return [
-            s.sentence
-            for s in self.sentences
-            if not s.supported and not ABSTAIN_PATTERNS.search(s.sentence)
-        ]
+        return [s.sentence for s in self.sentences if s.checked and not s.supported]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPiece:
+    """One sentence of an answer: markers stripped, offsets into the original answer."""
+
+    text: str
+    start: int
+    end: int
+    markers: tuple[int, ...]
+    skip: bool  # asserts nothing checkable: an abstention, a preamble
+
+
+# A list item's marker ("2.", "b)", "*") is layout, not a claimed value.
+_LIST_MARKER = re.compile(r"^(?:\d{1,2}[.)]|[a-z][.)]|\(\w{1,2}\)|[*\-\u2022]+|#+)\s+")
+
+
+def split_answer(answer: str) -> list[AnswerPiece]:
+    pieces: list[AnswerPiece] = []
+    for start, end in sentence_spans(answer):
+        raw = answer[start:end]
+        text = _LIST_MARKER.sub("", strip_markers(raw).strip())
+        if not analyze(text):
+            continue
+        skip = bool(ABSTAIN_PATTERNS.search(text)) or is_preamble(text)
+        pieces.append(AnswerPiece(text, start, end, tuple(markers_in(raw)), skip))
+    return pieces
 
 
 def split_sentences(text: str) -> list[str]:
-    parts: list[str] = []
-    for line in text.splitlines():
-        parts.extend(p.strip() for p in _SENTENCE_END.split(line))
-    return [p for p in parts if len(analyze(strip_markers(p))) > 0]
+    """Sentences of an answer that carry words (markers kept)."""
+    return [
+        text[a:b] for a, b in sentence_spans(text) if len(analyze(strip_markers(text[a:b]))) > 0
+    ]
 
 
 def markers_in(sentence: str) -> list[int]:
@@ -103,64 +133,54 @@ def is_abstention(answer: str) -> bool:
     )
 
 
-def lexical_recall(sentence_terms: set[str], source_terms: set[str]) -> float:
-    if not sentence_terms:
-        return 0.0
-    return len(sentence_terms & source_terms) / len(sentence_terms)
-
-
 def attribute(
-    answer: str, sources: Sequence[ScoredChunk], embed: EmbedFn | None = None
+    answer: str,
+    sources: Sequence[ScoredChunk],
+    embed: EmbedFn | None = None,
+    question: str = "",
+    verifier: ClaimVerifier | None = None,
 ) -> Attribution:
-    sentences = split_sentences(answer)
+    pieces = split_answer(answer)
     abstained = is_abstention(answer)
-    source_terms = [set(analyze(s.text)) for s in sources]
-    source_vecs: list[list[float]] | None = None
-    sentence_vecs: list[list[float]] | None = None
-    if embed is not None and sentences and sources:
-        source_vecs = embed([s.text for s in sources])
-        sentence_vecs = embed([strip_markers(s) for s in sentences])
-
+    verifier = verifier or ClaimVerifier(embed=embed)
     invalid: list[int] = []
+    valid_markers: list[list[int]] = []
+    for p in pieces:
+        valid = [n for n in p.markers if 1 <= n <= len(sources)]
+        invalid.extend(n for n in p.markers if n not in valid and n not in invalid)
+        valid_markers.append(valid)
+    checked = [i for i, p in enumerate(pieces) if not p.skip]
+    verdicts = verifier.verify(
+        [pieces[i].text for i in checked],
+        [s.text for s in sources],
+        question,
+        [valid_markers[i] for i in checked],
+    )
+    by_index = dict(zip(checked, verdicts, strict=True))
     results: list[SentenceSupport] = []
     order: list[int] = []
-    for i, sentence in enumerate(sentences):
-        written = markers_in(sentence)
-        valid = [n for n in written if 1 <= n <= len(sources)]
-        invalid.extend(n for n in written if n not in valid and n not in invalid)
-        terms = set(analyze(strip_markers(sentence)))
-        scored: list[tuple[float, int]] = []
-        for j, src_terms in enumerate(source_terms):
-            score = lexical_recall(terms, src_terms)
-            supported = score >= LEXICAL_SUPPORT
-            if source_vecs is not None and sentence_vecs is not None:
-                cos = sum(a * b for a, b in zip(sentence_vecs[i], source_vecs[j], strict=False))
-                supported = supported or cos >= SEMANTIC_SUPPORT
-                score = max(score, cos)
-            if supported:
-                scored.append((score, j + 1))
-        scored.sort(reverse=True)
-        support_ids = [n for _, n in scored]
-        # A marker the model wrote counts only when the source really supports the sentence;
-        # otherwise it is a fabricated citation and the sentence stays unsupported.
-        confirmed = [n for n in valid if n in support_ids]
-        if confirmed:
-            chosen = confirmed
-        elif support_ids:
-            # Attribute to the best-supporting sources: the top one, plus any close to it.
-            best = scored[0][0]
-            chosen = [n for s, n in scored if s >= best - 0.05][:3]
-        else:
-            chosen = []
+    for i, p in enumerate(pieces):
+        v = by_index.get(i)
+        if v is None:
+            results.append(
+                SentenceSupport(p.text, [], 0.0, valid_markers[i], supported=False, checked=False)
+            )
+            continue
+        # A marker the model wrote wins when its source really backs the sentence.
+        confirmed = [n for n in v.cited if n in v.sources]
+        chosen = confirmed or v.sources
         for n in chosen:
             if n not in order:
                 order.append(n)
         results.append(
             SentenceSupport(
-                sentence=strip_markers(sentence).strip(),
+                sentence=p.text,
                 sources=chosen,
-                score=scored[0][0] if scored else 0.0,
-                cited=valid,
+                score=round(1.0 - v.probability, 4),
+                cited=v.cited,
+                supported=v.supported,
+                wrong_markers=v.wrong_markers,
+                reasons=v.reasons,
             )
         )
     if abstained:

@@ -40,6 +40,8 @@
     keyReason: $("key-reason"),
     keyClear: $("key-clear"),
     collection: $("collection"),
+    conversationTitle: $("conversation-title"),
+    newConversation: $("new-conversation"),
   };
   // The collection (knowledge base) that uploads go to, the library shows and questions ask.
   let collection = "default";
@@ -496,11 +498,34 @@
   function verdictOf(result) {
     if (result.degraded) return ["warn", "The language model is unavailable: sources only."];
     if (result.abstained) return ["muted", "Not found in your documents."];
+    // The same verdicts as the API and the OpenAI-compatible endpoint (unsupported_policy).
+    const removed = (result.redacted_sentences || []).length;
+    if (result.refused) {
+      return ["warn", "No answer shown: the sources do not support one. Check the passages below."];
+    }
+    if (result.grounded && removed) {
+      const s = removed === 1 ? "sentence" : "sentences";
+      return ["ok", `Supported by the cited sources. ${removed} unsupported ${s} removed.`];
+    }
     if (result.grounded) return ["ok", "Supported by the cited sources."];
-    return ["warn", "Parts of this answer are not supported by the sources."];
+    return ["warn", "Parts of this answer are not supported by the sources (listed below)."];
   }
 
-  function renderAnswer(bubble, result) {
+  // Under the "annotate" policy the unsupported sentences stay in the answer: list them, each
+  // with the verifier's reason, so none of them reads as supported.
+  function unsupportedList(result) {
+    if (result.refused || result.grounded) return null;
+    const bad = (result.sentences || []).filter((s) => s.checked && !s.supported);
+    if (!bad.length) return null;
+    const list = h("ul", { class: "unsupported-list", "aria-label": "Not supported by the sources" });
+    for (const s of bad) {
+      const why = s.reasons && s.reasons.length ? ` (${s.reasons.join("; ")})` : "";
+      list.append(h("li", {}, h("mark", { class: "unsupported" }, s.sentence), why));
+    }
+    return h("div", {}, h("p", { class: "cites-title" }, "Not supported by the sources"), list);
+  }
+
+  function renderAnswer(bubble, result, quiet) {
     const byNumber = new Map();
     for (const c of result.sources || []) byNumber.set(c.n, c);
     for (const c of result.citations || []) byNumber.set(c.n, c);
@@ -521,10 +546,17 @@
       }
       bubble.cites.append(h("p", { class: "cites-title" }, heading), list);
     }
+    const unsupported = unsupportedList(result);
+    if (unsupported) bubble.cites.append(unsupported);
+    if (result.search_query) {
+      // A follow-up: say what it was searched as, so a surprising source can be understood.
+      bubble.cites.append(h("p", { class: "searched" }, `Searched as: ${result.search_query}`));
+    }
     const [tone, text] = verdictOf(result);
     bubble.verdict.dataset.tone = tone;
     bubble.verdict.textContent = text;
     bubble.verdict.hidden = false;
+    if (quiet) return;
     const count = listed.length ? ` ${listed.length} source${listed.length === 1 ? "" : "s"}.` : "";
     els.announcer.textContent = `Answer: ${(result.answer || "").trim()} ${text}${count}`;
   }
@@ -568,6 +600,74 @@
     }
   }
 
+  // -- conversation -------------------------------------------------------------------------
+  // The server keeps the conversation (POST /v1/conversations); this browser remembers which
+  // one is open, so a reload shows it again and follow-up questions keep their context.
+  const CONVERSATION_STORAGE = "perimeter.conversation";
+  let conversationId = null;
+
+  function rememberConversation(record) {
+    conversationId = record ? record.id : null;
+    if (record) {
+      localStorage.setItem(CONVERSATION_STORAGE, record.id);
+      els.conversationTitle.textContent = record.title || "New conversation";
+    } else {
+      localStorage.removeItem(CONVERSATION_STORAGE);
+      els.conversationTitle.textContent = "New conversation";
+    }
+  }
+
+  function clearMessages() {
+    els.messages.replaceChildren(
+      h("li", { class: "welcome" },
+        h("h3", {}, "Ask your documents"),
+        h("p", {}, "Answers come only from the files in your library and cite their sources. "
+          + "Select a citation to read the passage it points to. Follow-up questions "
+          + "understand what came before; start a new conversation to change the subject.")),
+    );
+  }
+
+  function startNewConversation() {
+    rememberConversation(null);
+    clearMessages();
+    closePassage();
+  }
+
+  async function createConversation() {
+    const response = await api("/v1/conversations", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ collection }),
+    });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const record = await response.json();
+    rememberConversation(record);
+    return record.id;
+  }
+
+  async function restoreConversation() {
+    const id = localStorage.getItem(CONVERSATION_STORAGE);
+    if (!id) return;
+    try {
+      const response = await api(`/v1/conversations/${encodeURIComponent(id)}`,
+        { cache: "no-store" });
+      if (response.status === 404) {
+        rememberConversation(null); // deleted, expired, or another key's
+        return;
+      }
+      if (!response.ok) throw new Error(await errorMessage(response));
+      const record = await response.json();
+      collection = record.collection;
+      rememberConversation(record);
+      for (const turn of record.turns || []) {
+        addMessage("user").text.textContent = turn.question;
+        renderAnswer(addMessage("assistant"), turn.response, true);
+      }
+    } catch (err) {
+      console.warn("restoring the conversation failed:", err);
+    }
+  }
+
   async function ask(question) {
     const mine = addMessage("user");
     mine.text.textContent = question;
@@ -577,19 +677,38 @@
     els.askButton.disabled = true;
     let streamed = "";
     try {
-      const response = await api("/v1/query", {
+      const send = async () => api("/v1/query", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-        body: JSON.stringify({ question, collection, stream: true }),
+        body: JSON.stringify({
+          question, collection, stream: true,
+          // With the language model down, the retrieved sources still answer (marked so).
+          allow_degraded: true,
+          conversation_id: conversationId || await createConversation(),
+        }),
       });
+      let response = await send();
+      if (response.status === 404 && conversationId) {
+        // The open conversation is gone (deleted elsewhere, or past retention): a new one.
+        rememberConversation(null);
+        response = await send();
+      }
       if (!response.ok) throw new Error(await errorMessage(response));
       for await (const { event, data } of sseEvents(response)) {
         if (event === "token") {
           streamed += data.text;
           bubble.text.textContent = streamed;
+          // Nothing streamed is verified yet: the final answer (redacted or refused when the
+          // policy says so) replaces it once the verifier has read it.
+          bubble.verdict.dataset.tone = "muted";
+          bubble.verdict.textContent = "Checking against the sources…";
+          bubble.verdict.hidden = false;
           bubble.row.scrollIntoView({ block: "end" });
         } else if (event === "answer") {
           renderAnswer(bubble, data);
+          if (data.conversation_id && els.conversationTitle.textContent === "New conversation") {
+            els.conversationTitle.textContent = mine.text.textContent;
+          }
         } else if (event === "error") {
           throw new Error(data.error ? data.error.message : "the answer failed");
         }
@@ -635,16 +754,26 @@
     }
   }
 
+  els.newConversation.addEventListener("click", () => {
+    startNewConversation();
+    els.question.focus();
+  });
+
   els.collection.addEventListener("change", () => {
     collection = els.collection.value;
+    // A conversation asks one collection: another collection starts a new conversation.
+    if (conversationId) startNewConversation();
     renderDocuments([]);
     refreshDocuments();
   });
   els.collection.addEventListener("focus", refreshCollections);
 
   // -- start ----------------------------------------------------------------------------------
-  refreshCollections();
-  refreshHealth();
-  setInterval(refreshHealth, HEALTH_MS);
-  refreshDocuments();
+  (async () => {
+    await restoreConversation(); // first: it decides the collection the page opens on
+    refreshCollections();
+    refreshHealth();
+    setInterval(refreshHealth, HEALTH_MS);
+    refreshDocuments();
+  })();
 })();

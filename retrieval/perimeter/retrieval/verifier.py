@@ -1,0 +1,386 @@
+"""Claim-level answer verification: is each sentence of an answer backed by its sources?
+
+Two layers, both per sentence:
+
+1. **Checks** (fail closed; they decide): every number, identifier / code / path / URL, quoted
+   value and proper name in the sentence must occur in the sources (the question does not
+   count: a value the user supplied is not evidence); a sentence must not negate the source
+   sentence it restates; and at most 70% of its content words may be absent from every source
+   (more is new content, not a paraphrase). "The default is `x.dg-data`" against a passage saying
+   ``/usr/local/share/:/usr/share/`` fails the first check however many words it shares.
+2. **A calibrated score**: logistic regression over interpretable features (content-word recall
+   in the best source and in all sources together, words found nowhere, names, negation and
+   comparative mismatches against the best-aligned source sentence, embedding similarity to it),
+   fitted on the RAGTruth QA dev split (``bench/fit_verifier.py`` reproduces it; BENCHMARKS.md
+   has the figures). It is reported per sentence; it rejects a sentence only where a deployment
+   sets ``threshold`` (PERIMETER_ANSWERS__VERIFIER_THRESHOLD), because question-grouped
+   cross-validation found no threshold that improved on the checks alone.
+
+Markers the model wrote (``[2]``) are checked too: a marker to a source that does not support
+the sentence is reported in ``SentenceVerdict.wrong_markers``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from perimeter.retrieval.claims import (
+    Claims,
+    SourceIndex,
+    extract_claims,
+    identifier_found,
+    index_source,
+)
+from perimeter.textproc import analyze, split_sentences
+
+EmbedFn = Callable[[Sequence[str]], list[list[float]]]
+
+
+class CachedEmbed:
+    """An embed function with a bounded LRU cache by text. The same chunks come back for
+    related questions, and their sentences dominate the verifier's embedding work."""
+
+    def __init__(self, embed: EmbedFn, max_items: int = 8192) -> None:
+        self._embed = embed
+        self._max = max_items
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: Sequence[str]) -> list[list[float]]:
+        with self._lock:
+            known = {t: self._cache[t] for t in texts if t in self._cache}
+            for t in known:
+                self._cache.move_to_end(t)
+        todo = [t for t in dict.fromkeys(texts) if t not in known]
+        if todo:  # embedded outside the lock: other requests may use the cache meanwhile
+            known.update(zip(todo, self._embed(todo), strict=True))
+            with self._lock:
+                for t in todo:
+                    self._cache[t] = known[t]
+                while len(self._cache) > self._max:
+                    self._cache.popitem(last=False)
+        return [known[t] for t in texts]
+
+
+FEATURES: tuple[str, ...] = (
+    "recall_best",  # content-term recall in the best single source
+    "recall_union",  # ... in all sources together (a sentence may combine two)
+    "novel_frac",  # share of content terms in no source and not in the question
+    "novel_log",  # log(1 + count) of those terms
+    "missing_names",  # proper nouns found in no source and not in the question
+    "negation_mismatch",  # "not" on one side only, against the best-aligned source sentence
+    "comparatives_missing",  # "more"/"higher"/"only"... absent from every source
+    "aligned_recall",  # recall in the best-aligned single source sentence
+    "cosine",  # embedding similarity to the closest source sentence (0 without embedder)
+    "length_log",  # log(1 + content terms): long sentences carry more claims
+    "missing_soft_values",  # numbers/identifiers missing from sources but given in the question
+    "novel_bigram_frac",  # share of adjacent content-term pairs that occur in no source
+    "position",  # relative position in the answer (0 first .. 1 last)
+    "advice",  # generic advice / caveat phrasing ("it is important to", "consult a ...")
+    "answer_sentences_log",  # log(1 + sentences in the answer)
+)
+
+# Fitted by bench/fit_verifier.py on ragtruth-qa-dev (logistic regression on standardised
+# features, folded back into raw-feature weights). Index-aligned with FEATURES. The weights
+# are a calibrated score, not a causal story: correlated features (the recalls, novelty,
+# cosine) share the evidence and can take either sign.
+WEIGHTS: tuple[float, ...] = (
+    -0.7090,
+    6.4092,
+    3.6577,
+    1.8326,
+    1.4286,
+    -0.3826,
+    0.7730,
+    -1.2338,
+    2.1994,
+    -1.4152,
+    0.8178,
+    1.1854,
+    0.8262,
+    0.4010,
+    0.8439,
+)
+BIAS: float = -8.3089
+# Share of a sentence's content terms found in no source above which it is unsupported
+# outright (a check). Chosen by question-grouped 5-fold CV on the RAGTruth QA dev split over
+# 0.3..0.8 (bench/verifier_cv.py): every fold chose 0.7. 0.5 trades precision for recall
+# (0.34 / 0.91 against 0.40 / 0.69 on the whole split).
+NOVEL_LIMIT: float = 0.7
+# Probability of "unsupported" at/above which the score alone also rejects a sentence. None:
+# the score is reported, the checks decide. With the checks in place, question-grouped CV on the
+# dev split chose "no score threshold" in every fold (a threshold only added false alarms), so
+# that is the default; a deployment may set one to be stricter.
+DEFAULT_THRESHOLD: float | None = None
+
+# Phrasings of generic advice and caveats: the commonest way a model adds content no source
+# states (RAGTruth's "baseless info" is dominated by such closing sentences).
+_ADVICE = re.compile(
+    r"\b(?:it is (?:important|essential|recommended|advisable|best|always)|"
+    r"(?:consult|contact|check with|speak (?:to|with)) (?:a|an|your|the)|"
+    r"(?:may|might|can|could) (?:vary|differ|depend)|keep in mind|note that|"
+    r"it(?:'s| is) (?:worth|also)|in (?:summary|conclusion|general)|overall,|"
+    r"additionally,|furthermore,|however, it|recommended|professional|"
+    r"depending on|(?:is|are) (?:generally|typically|usually|often) )",
+    re.IGNORECASE,
+)
+
+_HEDGE = re.compile(
+    r"^(?:based on|according to|from) the (?:given |provided )?(?:passages?|sources?|context|"
+    r"information|documents?)[^,]*,?\s*$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(slots=True)
+class SentenceVerdict:
+    sentence: str
+    supported: bool
+    probability: float  # estimated probability that the sentence is NOT supported
+    sources: list[int]  # 1-based sources that back it (best first)
+    cited: list[int] = field(default_factory=list)  # valid markers the model wrote
+    # Markers the model wrote to sources that do not back the sentence.
+    wrong_markers: list[int] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why it is unsupported, for people
+    failed_checks: list[str] = field(default_factory=list)  # the hard checks that failed
+    features: dict[str, float] = field(default_factory=dict)
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def _cos(a: Sequence[float], b: Sequence[float]) -> float:
+    return float(sum(x * y for x, y in zip(a, b, strict=False)))
+
+
+@dataclass(slots=True)
+class _Prepared:
+    sources: list[SourceIndex]
+    all_terms: set[str]
+    all_bigrams: set[tuple[str, str]]
+    question_terms: set[str]
+    question_squashed: str
+    sentence_vecs: list[list[list[float]]] | None  # per source, per source sentence
+
+
+class ClaimVerifier:
+    """Stateless apart from its weights; ``embed`` is optional (the score then runs without
+    the cosine feature, which is weaker but still fails closed on values)."""
+
+    def __init__(
+        self,
+        embed: EmbedFn | None = None,
+        threshold: float | None = DEFAULT_THRESHOLD,
+        weights: Sequence[float] = WEIGHTS,
+        bias: float = BIAS,
+    ) -> None:
+        if len(weights) != len(FEATURES):
+            raise ValueError(f"expected {len(FEATURES)} weights, got {len(weights)}")
+        self._embed = embed
+        self.threshold = threshold
+        self._weights = tuple(weights)
+        self._bias = bias
+
+    # -- preparation ------------------------------------------------------------------------
+    def _prepare(self, sources: Sequence[str], question: str) -> _Prepared:
+        indexed = [index_source(text, split_sentences(text)) for text in sources]
+        vecs: list[list[list[float]]] | None = None
+        if self._embed is not None:
+            flat = [s for src in indexed for s in src.sentences]
+            embedded = self._embed(flat) if flat else []
+            vecs, k = [], 0
+            for src in indexed:
+                vecs.append(embedded[k : k + len(src.sentences)])
+                k += len(src.sentences)
+        all_terms: set[str] = set()
+        all_bigrams: set[tuple[str, str]] = set()
+        for src in indexed:
+            all_terms |= src.terms
+            for st in src.sentences:
+                seq = analyze(st)
+                # Pairs within a short window: a paraphrase may drop or insert a word.
+                for k, a in enumerate(seq):
+                    all_bigrams.update((a, b) for b in seq[k + 1 : k + 3])
+        return _Prepared(
+            sources=indexed,
+            all_terms=all_terms,
+            all_bigrams=all_bigrams,
+            question_terms=set(analyze(question)),
+            question_squashed=" ".join(question.lower().split()),
+            sentence_vecs=vecs,
+        )
+
+    # -- features ---------------------------------------------------------------------------
+    def features(
+        self,
+        sentence: str,
+        prep: _Prepared,
+        vec: Sequence[float] | None,
+        position: float = 0.0,
+        answer_sentences: int = 1,
+    ) -> tuple[dict[str, float], list[str], list[float]]:
+        """Feature values, hard-check failures (reasons), and per-source support scores."""
+        seq = analyze(sentence)
+        terms = set(seq)
+        bigrams = {(a, b) for a, b in itertools.pairwise(seq) if a != b}
+        novel_bigrams = bigrams - prep.all_bigrams
+        claims: Claims = extract_claims(sentence)
+        n = max(len(terms), 1)
+        per_source = [len(terms & s.terms) / n for s in prep.sources] if terms else []
+        recall_best = max(per_source, default=0.0)
+        recall_union = len(terms & prep.all_terms) / n if terms else 0.0
+        novel = terms - prep.all_terms - prep.question_terms
+        hard: list[str] = []
+        soft_missing = 0
+        all_numbers: set[str] = set()
+        for s in prep.sources:
+            all_numbers |= s.numbers
+        for num in sorted(claims.numbers - all_numbers):
+            if num in claims.identifiers or any(num in i for i in claims.identifiers):
+                continue  # part of an identifier: checked as one
+            # A value the user supplied is not evidence: it fails either way (counted apart,
+            # as a score feature, because it is the less suspicious of the two).
+            if re.search(rf"(?<![\d.]){re.escape(num)}(?![\d])", prep.question_squashed):
+                soft_missing += 1
+            hard.append(f"the value {num} is not in the sources")
+        for ident in sorted(claims.identifiers):
+            if identifier_found(ident, prep.sources):
+                continue
+            if ident in prep.question_squashed:
+                soft_missing += 1
+            hard.append(f"'{ident}' is not in the sources")
+        missing_names = claims.names - prep.all_terms - prep.question_terms
+        # The best-aligned source sentence: most shared content terms (ties: the shorter one).
+        aligned_recall, aligned_negated, cos_best = 0.0, claims.negated, 0.0
+        aligned_cover = 0.0  # share of the aligned source sentence's terms in the sentence
+        best_key = (-1.0, 0)
+        for j, src in enumerate(prep.sources):
+            for k, st in enumerate(src.sentence_terms):
+                r = len(terms & st) / n if terms else 0.0
+                key = (r, -len(st))
+                if key > best_key:
+                    best_key = key
+                    aligned_recall, aligned_negated = r, src.sentence_negated[k]
+                    aligned_cover = len(terms & st) / len(st) if st else 0.0
+                if vec is not None and prep.sentence_vecs is not None:
+                    cos_best = max(cos_best, _cos(vec, prep.sentence_vecs[j][k]))
+        negation_mismatch = float(claims.negated != aligned_negated and aligned_recall >= 0.3)
+        # The same statement with "not" on one side only: near-duplicate sentences (most terms
+        # shared both ways), so a "not" elsewhere in a long source sentence does not count.
+        if (
+            claims.negated != aligned_negated
+            and len(terms) >= 3
+            and aligned_recall >= 0.8
+            and aligned_cover >= 0.6
+        ):
+            hard.append(
+                "the closest source sentence says the opposite (negation differs)"
+                if aligned_negated
+                else "the sentence negates what the closest source sentence states"
+            )
+        # Mostly new content: over half of its content words occur in no source (nor the
+        # question). Such a sentence adds information; a paraphrase keeps the content words.
+        if len(novel) >= 3 and len(novel) / n > NOVEL_LIMIT:
+            hard.append(
+                f"most of it is in no source ({', '.join(sorted(novel)[:5])}"
+                f"{', ...' if len(novel) > 5 else ''})"
+            )
+        for name in sorted(missing_names):
+            hard.append(f"the name '{claims.name_words.get(name, name)}' is not in the sources")
+        source_words: set[str] = set()
+        for s in prep.sources:
+            source_words |= s.words
+        comparatives_missing = len(claims.comparatives - source_words)
+        feats = {
+            "recall_best": recall_best,
+            "recall_union": recall_union,
+            "novel_frac": len(novel) / n if terms else 0.0,
+            "novel_log": math.log1p(len(novel)),
+            "missing_names": float(len(missing_names)),
+            "negation_mismatch": negation_mismatch,
+            "comparatives_missing": float(comparatives_missing),
+            "aligned_recall": aligned_recall,
+            "cosine": cos_best,
+            "length_log": math.log1p(len(terms)),
+            "missing_soft_values": float(soft_missing),
+            "novel_bigram_frac": len(novel_bigrams) / len(bigrams) if bigrams else 0.0,
+            "position": position,
+            "advice": float(bool(_ADVICE.search(sentence))),
+            "answer_sentences_log": math.log1p(answer_sentences),
+        }
+        return feats, hard, per_source
+
+    def probability(self, feats: dict[str, float]) -> float:
+        z = self._bias + sum(w * feats[f] for w, f in zip(self._weights, FEATURES, strict=True))
+        return sigmoid(z)
+
+    # -- verification -----------------------------------------------------------------------
+    def verify(
+        self,
+        sentences: Sequence[str],
+        sources: Sequence[str],
+        question: str = "",
+        cited: Sequence[Sequence[int]] | None = None,
+    ) -> list[SentenceVerdict]:
+        """One verdict per sentence (markers already stripped; ``cited`` are the valid
+        1-based markers the model wrote for each)."""
+        if not sentences:
+            return []
+        prep = self._prepare(sources, question)
+        vecs: list[list[float]] | None = None
+        if self._embed is not None and prep.sentence_vecs is not None:
+            vecs = self._embed(list(sentences))
+        verdicts: list[SentenceVerdict] = []
+        for i, sentence in enumerate(sentences):
+            feats, hard, per_source = self.features(
+                sentence,
+                prep,
+                vecs[i] if vecs is not None else None,
+                position=i / (len(sentences) - 1) if len(sentences) > 1 else 0.0,
+                answer_sentences=len(sentences),
+            )
+            p = self.probability(feats)
+            reasons = list(hard)
+            if not sources:
+                reasons.append("no sources were given")
+            by_score = self.threshold is not None and p >= self.threshold
+            supported = not hard and bool(sources) and not by_score
+            if not supported and not reasons:
+                reasons.append("the sources do not state this")
+            backing = sorted(
+                (j + 1 for j, r in enumerate(per_source) if r >= 0.3),
+                key=lambda n: -per_source[n - 1],
+            )
+            if supported and not backing and per_source:
+                backing = [max(range(len(per_source)), key=per_source.__getitem__) + 1]
+            written = list(cited[i]) if cited is not None else []
+            wrong = [n for n in written if n not in backing]
+            verdicts.append(
+                SentenceVerdict(
+                    sentence=sentence,
+                    supported=supported,
+                    probability=round(p, 4),
+                    sources=backing[:3] if supported else [],
+                    cited=written,
+                    wrong_markers=wrong if supported else written,
+                    reasons=[] if supported else reasons,
+                    failed_checks=hard,
+                    features=feats,
+                )
+            )
+        return verdicts
+
+
+def is_preamble(sentence: str) -> bool:
+    """ "Based on the given passages," alone on a line asserts nothing."""
+    return bool(_HEDGE.match(sentence.strip()))
