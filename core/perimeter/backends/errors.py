@@ -6,7 +6,7 @@ backend failure without importing (and so loading) any adapter or its client lib
 
 from __future__ import annotations
 
-__all__ = ["StoreUnavailable"]
+__all__ = ["LLMContextExceeded", "StoreUnavailable"]
 
 
 class StoreUnavailable(RuntimeError):
@@ -16,3 +16,12 @@ class StoreUnavailable(RuntimeError):
     def __init__(self, message: str, where: str | None = None) -> None:
         super().__init__(message)
         self.where = where
+
+
+class LLMContextExceeded(ValueError):
+    """The prompt (plus the answer's token budget) does not fit the model's context window.
+
+    vLLM answers 400 ("This model's maximum context length is N tokens ..."), llama.cpp's
+    server 400 too; it is the request's size, not the server's health, so it is no 503: the
+    answer service sends fewer sources, and the API answers a clear 400 when even one is too
+    many."""

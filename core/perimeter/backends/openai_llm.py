@@ -3,10 +3,16 @@ default. Swapping servers is a base URL and model name in settings, nothing else
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
+from perimeter.backends.errors import LLMContextExceeded
 from perimeter.domain import ChatMessage, Completion, Usage
+
+__all__ = ["LLMContextExceeded", "LLMUnavailable", "OpenAICompatibleLLM"]
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -14,6 +20,19 @@ if TYPE_CHECKING:
 
 class LLMUnavailable(RuntimeError):
     """The model server is down, timing out or erroring: callers answer 503, never hang."""
+
+
+# How the OpenAI-compatible servers word a context overflow (vLLM, llama.cpp's servers).
+_CONTEXT_RE = re.compile(
+    r"maximum context length|max_model_len|context window|context size|context_length"
+    r"|exceed_context|too long",
+    re.IGNORECASE,
+)
+
+
+def _is_context_error(exc: Exception) -> bool:
+    status = getattr(exc, "status_code", None)
+    return status in (400, 413, 422) and bool(_CONTEXT_RE.search(str(exc)))
 
 
 class OpenAICompatibleLLM:
@@ -81,10 +100,7 @@ class OpenAICompatibleLLM:
         ) as exc:
             raise LLMUnavailable(f"LLM server at {self._base_url} unavailable: {exc}") from exc
         except openai.APIStatusError as exc:
-            raise LLMUnavailable(
-                f"LLM server at {self._base_url} answered {exc.status_code} for model "
-                f"{model or self._model!r}"
-            ) from exc
+            raise self._status_error(exc, model) from exc
         choice = response.choices[0]
         usage = response.usage
         return Completion(
@@ -122,10 +138,36 @@ class OpenAICompatibleLLM:
         ) as exc:
             raise LLMUnavailable(f"LLM server at {self._base_url} unavailable: {exc}") from exc
         except openai.APIStatusError as exc:
+            raise self._status_error(exc, model) from exc
+        except (openai.APIError, httpx.HTTPError) as exc:
+            # The server went away mid-answer: the SDK does not wrap errors raised while the
+            # body is read (httpx.RemoteProtocolError, ReadError), and an error event inside
+            # the stream is an APIError without a status.
             raise LLMUnavailable(
-                f"LLM server at {self._base_url} answered {exc.status_code} for model "
-                f"{model or self._model!r}"
+                f"LLM server at {self._base_url} broke off the answer: {exc!r}"
             ) from exc
+
+    def _status_error(self, exc: Any, model: str | None) -> Exception:
+        if _is_context_error(exc):
+            return LLMContextExceeded(
+                f"the prompt does not fit the context window of {model or self._model!r}: "
+                f"{_server_message(exc)}"
+            )
+        return LLMUnavailable(
+            f"LLM server at {self._base_url} answered {exc.status_code} for model "
+            f"{model or self._model!r}: {_server_message(exc)}"
+        )
+
+    def served_models(self) -> list[str]:
+        """The model names the server serves (vLLM: the base model's served name and every
+        ``--lora-modules`` adapter). Raises LLMUnavailable when it cannot be asked."""
+        import openai
+
+        try:
+            page = self.client.with_options(max_retries=0, timeout=5.0).models.list()
+        except (openai.APIError, httpx.HTTPError) as exc:
+            raise LLMUnavailable(f"LLM server at {self._base_url} unavailable: {exc}") from exc
+        return [m.id for m in page.data]
 
     def ping(self) -> bool:
         try:
@@ -133,6 +175,18 @@ class OpenAICompatibleLLM:
             return True
         except Exception:
             return False
+
+
+def _server_message(exc: Any) -> str:
+    """The server's own words: vLLM and llama.cpp put them in the OpenAI error body."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:500]
+        if isinstance(body.get("message"), str):
+            return str(body["message"])[:500]
+    return str(exc)[:500]
 
 
 def _wire(messages: Sequence[ChatMessage]) -> Any:
