@@ -237,3 +237,67 @@ def admin_audit(
             json.dumps(e.details, ensure_ascii=False)[:80],
         )  # fmt: skip
     console.print(table)
+
+
+@admin_app.command("purge-conversations")
+def admin_purge_conversations(
+    days: Annotated[
+        int | None,
+        typer.Option(
+            help="Delete conversations untouched this many days (default: the "
+            "conversation.retention_days setting)."
+        ),
+    ] = None,
+) -> None:
+    """Delete stored conversations past their retention (the API also does it as it goes)."""
+    from perimeter.backends.sql_conversations import SqlConversationStore
+    from perimeter.settings import get_settings
+
+    retention = get_settings().conversation.retention_days if days is None else days
+    if retention < 0:
+        _fail("--days must be 0 (keep everything) or more")
+    metadata, _keys, audit = _admin_stores()
+    try:
+        deleted = SqlConversationStore(metadata).purge_expired(retention)
+        if deleted:
+            audit.record(
+                tenant_id="*",
+                actor=_cli_actor(),
+                auth_method="cli",
+                action="conversation.purge",
+                details={"deleted": deleted, "retention_days": retention},
+            )
+    finally:
+        metadata.close()
+    plural = "" if deleted == 1 else "s"
+    console.print(f"deleted {deleted} conversation{plural} untouched for {retention}+ days")
+
+
+@admin_app.command("migrate-store")
+def admin_migrate_store() -> None:
+    """Copy the embedded local-mode folder (<data_dir>/qdrant, the vector store before Qdrant
+    Edge) into Qdrant Edge, verify it, and keep the old folder as qdrant.migrated-<time>.
+    Start-up does the same; run this to migrate ahead of it (the stack must be stopped)."""
+    from perimeter.cli.common import _logging
+    from perimeter.composition import build_chunk_store, migrate_embedded_store
+    from perimeter.settings import get_settings
+
+    settings = get_settings()
+    if settings.qdrant.url is not None or settings.qdrant.embedded != "edge":
+        _fail("only the embedded Qdrant Edge store (no PERIMETER_QDRANT__URL) migrates")
+    legacy = settings.storage.data_dir / "qdrant"
+    if not legacy.is_dir():
+        console.print(f"nothing to migrate: no local-mode folder at {legacy}")
+        return
+    _logging()
+    store = build_chunk_store(settings)
+    try:
+        migrate_embedded_store(settings, store)
+    except Exception as exc:  # the old folder is left in place; say why, no traceback
+        _fail(f"migration stopped, {legacy} is unchanged: {exc}")
+    finally:
+        store.close()
+    kept = sorted(legacy.parent.glob(f"{legacy.name}.migrated-*"))
+    console.print(
+        f"migrated into {settings.storage.data_dir / 'qdrant_edge'}; old folder: {kept[-1]}"
+    )

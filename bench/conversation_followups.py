@@ -1,0 +1,131 @@
+"""Follow-up questions on CISI: retrieval nDCG@10 of the standalone form, of the follow-up
+through the conversation, and of the follow-up alone, on the shipped retrieval path
+(``PipelineSearchSystem``: build_services, chunk_elements, records_for, the Retriever).
+
+    .venv/bin/python -m bench.conversation_followups                 # carry-forward rewrite
+    .venv/bin/python -m bench.conversation_followups --llm           # + the packaged SmolLM2
+    .venv/bin/python -m bench.conversation_followups --llm --json-out /tmp/followups.json
+
+The corpus is indexed once; each rewrite variant is then measured on the same index. With
+``--llm`` the packaged SmolLM2-135M GGUF is started behind llama-cpp-python's server (as
+``perimeter up`` does) and the per-turn rewrite time is that server's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import CISI_DIR
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "cisi_followups.jsonl"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--set", type=Path, default=SET, help="follow-up pairs (JSONL)")
+    ap.add_argument("--mode", default="hybrid", choices=["dense", "sparse", "hybrid"])
+    ap.add_argument("--llm", action="store_true", help="also measure the LLM rewrite (SmolLM2)")
+    ap.add_argument("--llm-threads", type=int, default=2)
+    ap.add_argument(
+        "--llm-url",
+        default=None,
+        help="an OpenAI-compatible server already running (e.g. vLLM, or llama_cpp.server "
+        "started by hand) instead of starting the packaged SmolLM2",
+    )
+    ap.add_argument("--llm-model", default="smollm2-135m-instruct")
+    ap.add_argument("--json-out", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    logging.basicConfig(level=logging.WARNING)
+
+    from perimeter.eval.beir import CorpusDoc
+    from perimeter.eval.followups import load_followups, run_followup_eval
+    from perimeter.eval.pipeline_system import PipelineSearchSystem
+    from perimeter.eval.smart import parse_rel, parse_smart
+    from perimeter.retrieval.conversation import ConversationRewriter
+    from perimeter.settings import Settings
+
+    pairs = load_followups(args.set)
+    records = parse_smart((CISI_DIR / "CISI.ALL").read_text(encoding="latin-1"))
+    docs = [CorpusDoc(r.id, r.get("T"), r.get("W")) for r in records]
+    qrels = parse_rel((CISI_DIR / "CISI.REL").read_text(encoding="latin-1"))
+    known = {d.id for d in docs}
+    qrels = {q: {d: v for d, v in rels.items() if d in known} for q, rels in qrels.items()}
+
+    results: dict[str, Any] = {"set": str(args.set), "documents": len(docs), "runs": {}}
+    settings = Settings()
+    with PipelineSearchSystem(settings) as system:
+        t0 = time.perf_counter()
+        system.index(docs)
+        index_s = time.perf_counter() - t0
+        print(
+            f"indexed {len(docs)} documents ({system.chunk_count} chunks) in {index_s:.1f}s",
+            file=sys.stderr,
+        )
+        results["index_seconds"] = round(index_s, 1)
+        variants: list[tuple[str, ConversationRewriter]] = [
+            ("carry", ConversationRewriter(None, use_llm=False))
+        ]
+        server = None
+        if args.llm or args.llm_url:
+            from perimeter.backends.llama_server import LlamaServer
+            from perimeter.backends.model_paths import default_gguf_path
+            from perimeter.backends.openai_llm import OpenAICompatibleLLM
+
+            base_url = args.llm_url
+            if base_url is None:
+                log = Path(tempfile.mkdtemp(prefix="followups-llm-")) / "llama.log"
+                server = LlamaServer(
+                    default_gguf_path(),
+                    port=_free_port(),
+                    model_alias=args.llm_model,
+                    n_threads=args.llm_threads,
+                    log_path=log,
+                )
+                server.start()
+                base_url = server.base_url
+            llm = OpenAICompatibleLLM(
+                base_url=base_url,
+                model=args.llm_model,
+                api_key="not-needed",
+                timeout_s=60,
+                max_retries=0,
+                max_tokens=64,
+                temperature=0.0,
+            )
+            variants.append(("llm", ConversationRewriter(llm, use_llm=True)))
+        try:
+            for name, rewriter in variants:
+                report = run_followup_eval(system, pairs, qrels, rewriter, mode=args.mode)
+                print(report.to_table())
+                print()
+                results["runs"][name] = report.to_dict()
+        finally:
+            if server is not None:
+                server.stop()
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json_out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
