@@ -5,8 +5,9 @@ encoder's forward time, which the server reports as ``timings.embed_ms``).
     .venv/bin/python -m bench.query_latency --sizes 10000 50000 --seconds 20
 
 The collection holds the CISI chunks embedded once with the real embedder (dense + BM25
-sparse), then replicated with small Gaussian noise on the dense vector up to each size: local
-mode searches by brute force, so its cost depends on the number of points, not on their text.
+sparse), then replicated with small Gaussian noise on the dense vector up to each size: both
+embedded stores search exactly (brute force), so the cost depends on the number of points, not
+on their text. ``--embedded local`` measures qdrant-client local mode for comparison.
 Prints one JSON line; ``--plot docs/benchmarks-query-latency.png`` draws p50/p95 against size.
 """
 
@@ -137,7 +138,7 @@ def plot(results: list[dict[str, Any]], out: Path) -> None:
                     p95.append(lv["latency_ms"]["p95"])
         ax.plot(sizes, p50, marker="o", label=f"p50, {clients} clients")
         ax.plot(sizes, p95, marker="x", linestyle="--", label=f"p95, {clients} clients")
-    ax.set_xlabel("points in the collection (Qdrant local mode, brute force)")
+    ax.set_xlabel("points in the collection (embedded store, exact search)")
     ax.set_ylabel("latency (ms), retrieval only, over HTTP")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -161,6 +162,12 @@ def main() -> None:
     )
     ap.add_argument(
         "--answer-clients", type=int, nargs="+", default=[1, 8], help="client levels for answers"
+    )
+    ap.add_argument(
+        "--embedded",
+        choices=["edge", "local"],
+        default="edge",
+        help="embedded vector store (qdrant.embedded): Qdrant Edge (default) or local mode",
     )
     ap.add_argument(
         "--torch-threads",
@@ -189,6 +196,7 @@ def main() -> None:
         broker={"url": "redis://127.0.0.1:6379/14", "queue": f"bench.{uuid.uuid4().hex[:8]}"},
         llm={"base_url": llm_url, "model": "smollm2-135m-instruct"},
         embedding={"torch_threads": args.torch_threads},
+        qdrant={"embedded": args.embedded},
     )
     questions = cisi_queries()
     base = base_records(settings)
@@ -197,6 +205,7 @@ def main() -> None:
         "git": git_rev(),
         "base_chunks": len(base[0]),
         "torch_threads": args.torch_threads,
+        "embedded": args.embedded,
     }
     results = []
     have = 0

@@ -90,9 +90,8 @@ class QdrantSettings(BaseModel):
 
     @model_validator(mode="after")
     def _consistency_fits(self) -> QdrantSettings:
-        if (
-            self.write_consistency_factor is not None
-            and self.write_consistency_factor > (self.replication_factor or 1)
+        if self.write_consistency_factor is not None and self.write_consistency_factor > (
+            self.replication_factor or 1
         ):
             # Qdrant would accept the collection and then fail every write.
             raise ValueError(

@@ -172,9 +172,10 @@ def _stop_and_count(data_dir: Path, deleted: str, kept: list[str]) -> tuple[int,
         if "perimeter.cli" in " ".join(proc.cmdline()):
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=30)
-    from perimeter.backends.qdrant_store import QdrantChunkStore
+    from perimeter.backends.qdrant_edge_store import QdrantEdgeChunkStore
 
-    store = QdrantChunkStore("perimeter_chunks", path=data_dir / "qdrant")
+    # The embedded default: Qdrant Edge, one shard folder per collection.
+    store = QdrantEdgeChunkStore("perimeter_chunks", root=data_dir / "qdrant_edge")
     try:
         gone = store.count_document("default", deleted)
         others = all(store.count_document("default", d) > 0 for d in kept)

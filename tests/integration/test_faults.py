@@ -269,13 +269,11 @@ class FaultRig:
             w.terminate(timeout_s=60)
 
     def point_counts(self, doc_ids: list[str]) -> tuple[dict[str, int], int]:
-        """Open the Qdrant folder (only once every worker has stopped)."""
-        from perimeter.backends.qdrant_store import QdrantChunkStore
+        """Open the embedded store's folder (only once every worker has stopped)."""
+        from perimeter.composition import build_chunk_store
 
         assert all(w.proc is None or w.proc.poll() is not None for w in self.workers)
-        store = QdrantChunkStore(
-            self.settings.qdrant.collection, path=self.settings.storage.data_dir / "qdrant"
-        )
+        store = build_chunk_store(self.settings)
         try:
             return {d: store.count_document(TENANT, d) for d in doc_ids}, store.count_all()
         finally:

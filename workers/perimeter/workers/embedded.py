@@ -1,6 +1,6 @@
 """A real Celery worker running on threads inside the current process.
 
-The embedded default needs it: qdrant-client's local mode locks its folder, so the API and the
+The embedded default needs it: the embedded vector store locks its folder, so the API and the
 worker must share one process (and one client). Production runs `perimeter worker` instead.
 """
 
@@ -28,12 +28,20 @@ class EmbeddedWorker:
         self._controller: WorkController | None = None
         self._thread: threading.Thread | None = None
 
+    def _amqp(self) -> bool:
+        return str(self._app.conf.broker_url).startswith(("amqp://", "amqps://", "pyamqp://"))
+
     def start(self, ready_timeout_s: float = 30.0) -> None:
         # The threads pool executes tasks in fresh threads, where Celery resolves the task via
         # the process's *default* app (trace_task_ret has no app argument): make ours the
         # default, or the pool looks the task up on an app that does not have it and drops it.
         self._app.set_default()
         self._app.set_current()
+        if self._amqp():
+            # py-amqp connections are not thread-safe: stopping the worker from the caller's
+            # thread closed the remote-control channel while the worker thread read the same
+            # connection, and hung for minutes. Nothing pings an in-process worker.
+            self._app.conf.worker_enable_remote_control = False
         controller = self._app.WorkController(
             hostname=worker_hostname(f"embedded-{id(self)}"),
             pool_cls="threads",
@@ -59,6 +67,17 @@ class EmbeddedWorker:
         )
 
     def stop(self) -> None:
+        if self._controller is not None and self._amqp():
+            # py-amqp connections are not thread-safe: WorkController.stop from this thread
+            # cancels consumers on the connection the worker thread is reading, and hangs. Ask
+            # the worker's own loop to shut down instead (it checks this flag between events).
+            from celery.worker import state
+
+            state.should_stop = 0
+            if self._thread is not None:
+                self._thread.join(timeout=30)
+            state.should_stop = None
+            return
         if self._controller is not None:
             # warm shutdown: running tasks finish; unacked ones (acks_late) stay in the broker.
             self._controller.stop(in_sighandler=False)
