@@ -5,8 +5,8 @@ subclass ``ValueError`` so a caller that only knows "bad input" can catch them t
 maps them to 4xx answers and the worker stores ``str(exc)`` as the document's error.
 
 ``APIError`` is the one error shape of the HTTP API (``{"error": {"code", "message",
-"details"}}``); it lives here so that request-level policy (``perimeter.api.guards``) and the services can raise
-it without importing the API package.
+"details"}}``); it lives here so that the services below the API can raise it without importing
+the API package.
 """
 
 from __future__ import annotations
