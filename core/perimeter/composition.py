@@ -18,7 +18,14 @@ from perimeter.backends.micro_batching import MicroBatchingEmbedder
 from perimeter.backends.model_paths import force_offline
 from perimeter.backends.ocr import RapidOcrEngine
 from perimeter.backends.openai_llm import LLMUnavailable, OpenAICompatibleLLM
-from perimeter.backends.protocols import ChunkStore, Embedder, SparseEncoder
+from perimeter.backends.protocols import (
+    BlobStorage,
+    ChunkStore,
+    Embedder,
+    IngestQueue,
+    KnowledgeBases,
+    SparseEncoder,
+)
 from perimeter.backends.qdrant_edge_store import QdrantEdgeChunkStore
 from perimeter.backends.qdrant_store import ClusterLayout, QdrantChunkStore
 from perimeter.backends.reindex_state import Generation, ReindexStateStore
@@ -139,18 +146,20 @@ class ProfileRegistry:
 @dataclass
 class Services:
     settings: Settings
+    # Concrete on purpose: the SQL-backed repositories (API keys, audit, conversations, ACL
+    # listings, re-index state) share its engine. Services take the MetadataStore Protocol.
     metadata: SqlMetadataStore
-    blobs: BlobStore
+    blobs: BlobStorage
     store: ChunkStore  # the default profile's collection; other profiles are its siblings
     parser: UnstructuredParser
     llm: OpenAICompatibleLLM
     ingestion: IngestionService
-    queue: CeleryIngestQueue
+    queue: IngestQueue
     keys: ApiKeyStore
     audit: AuditLog
     auth: Authenticator
     profiles: ProfileRegistry
-    kbs: KnowledgeBaseService
+    kbs: KnowledgeBases
     router: ModelRouter
     tracing: Tracing  # OpenTelemetry: a NoOp tracer unless tracing.enabled
     conversations: SqlConversationStore  # server-side conversations, in the metadata DB

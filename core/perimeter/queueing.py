@@ -29,6 +29,8 @@ def create_celery_app(settings: Settings, queue: str | None = None) -> Celery:
         transport["visibility_timeout"] = settings.broker.visibility_timeout_s
     # The SQLite broker (embedded default) polls every second; its transport hands every
     # transport option to SQLAlchemy's create_engine, so polling_interval cannot be tuned there.
+    if is_amqp(settings.broker_url):
+        _configure_rabbitmq(app, queue_name, settings.broker.quorum_queues)
     app.conf.update(
         task_default_queue=queue_name,
         task_routes={INGEST_TASK: {"queue": queue_name}},
@@ -41,7 +43,7 @@ def create_celery_app(settings: Settings, queue: str | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_time_limit=settings.broker.task_time_limit_s,
         task_soft_time_limit=settings.broker.task_soft_time_limit_s,
-        broker_transport_options=transport,
+        broker_transport_options={**app.conf.broker_transport_options, **transport},
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
         worker_hijack_root_logger=False,
@@ -53,6 +55,33 @@ def create_celery_app(settings: Settings, queue: str | None = None) -> Celery:
         worker_max_memory_per_child=(settings.broker.worker_max_memory_mb * 1024) or None,
     )
     return app
+
+
+def is_amqp(url: str) -> bool:
+    return url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def _configure_rabbitmq(app: Celery, queue_name: str, quorum: bool) -> None:
+    """RabbitMQ: the ingestion queue as a quorum queue (Raft-replicated over the RabbitMQ
+    cluster, so a broker node loss loses no task), and publisher confirms, so an upload's task
+    is acknowledged by the broker before the API answers 202."""
+    from kombu import Exchange, Queue
+
+    arguments = {"x-queue-type": "quorum"} if quorum else None
+    app.conf.update(
+        task_queues=[
+            Queue(
+                queue_name,
+                Exchange(queue_name, type="direct"),
+                routing_key=queue_name,
+                durable=True,
+                queue_arguments=arguments,
+            )
+        ],
+        # Quorum queues refuse global QoS; Celery then switches to per-consumer prefetch.
+        worker_detect_quorum_queues=True,
+        broker_transport_options={"confirm_publish": True},
+    )
 
 
 class CeleryIngestQueue:

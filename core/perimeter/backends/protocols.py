@@ -7,8 +7,9 @@ explicit ``warm_up()``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 from perimeter.domain import (
     ChatMessage,
@@ -16,7 +17,11 @@ from perimeter.domain import (
     Completion,
     ConversationRecord,
     ConversationTurnRecord,
+    DocumentRecord,
+    DocumentStatus,
     EncodedText,
+    JobRecord,
+    KnowledgeBase,
     OcrPage,
     ParsedDocument,
     ScoredChunk,
@@ -219,3 +224,153 @@ class CollectionAdmin(Protocol):
     def point_alias(self, alias: str, collection: str) -> None:
         """Make ``alias`` name ``collection`` atomically."""
         ...
+
+
+# -- the stores every deployment has ---------------------------------------------------------
+@runtime_checkable
+class MetadataStore(Protocol):
+    """Documents, their jobs and knowledge-base records, always scoped by tenant (SQLite in the
+    embedded default, PostgreSQL in production: ``SqlMetadataStore`` serves both)."""
+
+    def create_schema(self) -> None: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def create_document_with_job(
+        self,
+        *,
+        document_id: str,
+        tenant_id: str,
+        content_hash: str,
+        filename: str,
+        content_type: str,
+        size_bytes: int,
+        metadata: dict[str, Any],
+        groups: list[str],
+        kb: str = "default",
+    ) -> tuple[DocumentRecord, JobRecord, bool]:
+        """The row and its job in one transaction; the bool is True when the document is new."""
+        ...
+
+    def get_document(self, tenant_id: str, document_id: str) -> DocumentRecord | None: ...
+
+    def get_document_any_tenant(self, document_id: str) -> DocumentRecord | None:
+        """For the worker, which is handed an id only."""
+        ...
+
+    def list_documents(
+        self,
+        tenant_id: str,
+        status: DocumentStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        kb: str | None = None,
+    ) -> list[DocumentRecord]: ...
+
+    def count_by_status(self) -> dict[str, int]: ...
+
+    def set_status(
+        self,
+        document_id: str,
+        status: DocumentStatus,
+        *,
+        error: str | None = None,
+        chunk_count: int | None = None,
+        pages: int | None = None,
+        progress: float | None = None,
+    ) -> bool:
+        """False when the document is gone (deleted while it was being processed)."""
+        ...
+
+    def record_attempt(self, document_id: str) -> int: ...
+
+    def new_job(
+        self, tenant_id: str, document_id: str, reset_attempts: bool = True
+    ) -> JobRecord: ...
+
+    def delete_document(self, tenant_id: str, document_id: str) -> bool: ...
+
+    def hash_in_use(self, content_hash: str) -> bool: ...
+
+    def stale_documents(self, older_than: timedelta) -> list[DocumentRecord]: ...
+
+    def create_kb(self, kb: KnowledgeBase) -> KnowledgeBase: ...
+
+    def get_kb(self, tenant_id: str, name: str) -> KnowledgeBase | None: ...
+
+    def list_kbs(self, tenant_id: str) -> list[KnowledgeBase]: ...
+
+    def count_kbs(self, tenant_id: str) -> int: ...
+
+    def delete_kb(self, tenant_id: str, name: str) -> bool: ...
+
+    def kb_document_counts(self, tenant_id: str) -> dict[str, int]: ...
+
+    def document_ids_in_kb(self, tenant_id: str, name: str) -> list[str]: ...
+
+    def get_job(self, tenant_id: str, job_id: str) -> JobRecord | None: ...
+
+    def latest_job(self, document_id: str) -> JobRecord | None: ...
+
+    def set_job_progress(self, document_id: str, progress: float) -> None: ...
+
+
+@runtime_checkable
+class BlobStorage(Protocol):
+    """Uploaded files by content hash: staged while hashed, committed durably, then immutable."""
+
+    def path_for(self, content_hash: str) -> Path: ...
+
+    def stage(self, source: BinaryIO, max_bytes: int) -> tuple[Path, str, int]:
+        """Copy ``source`` to a temporary file while hashing it: (path, sha256, size). Raises
+        FileTooLarge past ``max_bytes`` and leaves nothing behind."""
+        ...
+
+    def commit(self, tmp: Path, content_hash: str) -> Path: ...
+
+    def discard(self, tmp: Path) -> None: ...
+
+    def exists(self, content_hash: str) -> bool: ...
+
+    def delete(self, content_hash: str) -> None: ...
+
+
+@runtime_checkable
+class IngestQueue(Protocol):
+    """Where the API hands a document to the workers (Celery on Redis, RabbitMQ or SQLite)."""
+
+    def enqueue_ingest(self, document_id: str) -> None: ...
+
+    def ping(self) -> bool: ...
+
+    def depth(self) -> int | None:
+        """Messages waiting, or None when the broker cannot say."""
+        ...
+
+
+@runtime_checkable
+class KnowledgeBases(Protocol):
+    """A tenant's collections: the default one plus those created through the API."""
+
+    @property
+    def profiles(self) -> list[str]: ...
+
+    def default(self, tenant_id: str) -> KnowledgeBase: ...
+
+    def get(self, tenant_id: str, name: str) -> KnowledgeBase | None: ...
+
+    def require(self, tenant_id: str, name: str) -> KnowledgeBase:
+        """Raises KnowledgeBaseNotFound."""
+        ...
+
+    def list(self, tenant_id: str) -> list[tuple[KnowledgeBase, int]]: ...
+
+    def create(self, kb: KnowledgeBase) -> KnowledgeBase: ...
+
+    def chunking(self, kb: KnowledgeBase) -> tuple[int, int]:
+        """(max_tokens, overlap_tokens) for documents of this knowledge base."""
+        ...
+
+    def forget(self, tenant_id: str, name: str) -> bool: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,45 @@ class _Unavailable:
         return call
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterLayout:
+    """How a collection is laid out on a Qdrant cluster (qdrant.* settings). None fields are
+    left out of the request, so Qdrant's own defaults apply and a single node accepts it."""
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+    # "all" / "majority" / "quorum" or a replica count.
+    read_consistency: str | int | None = None
+
+    def create_args(self) -> dict[str, Any]:
+        args = {
+            "shard_number": self.shard_number,
+            "replication_factor": self.replication_factor,
+            "write_consistency_factor": self.write_consistency_factor,
+        }
+        return {k: v for k, v in args.items() if v is not None}
+
+    def write_args(self) -> dict[str, Any]:
+        # With replicas, "medium" ordering sends every write of a shard through its elected
+        # leader, so two replicas never apply concurrent writes of one point (a re-run of a
+        # document during its deletion) in different orders; "weak" (the default) may.
+        from qdrant_client.http import models as qm
+
+        if (self.replication_factor or 1) < 2:
+            return {}
+        return {"ordering": qm.WriteOrdering.MEDIUM}
+
+    def read_args(self) -> dict[str, Any]:
+        from qdrant_client.http import models as qm
+
+        if self.read_consistency is None:
+            return {}
+        if isinstance(self.read_consistency, int):
+            return {"consistency": self.read_consistency}
+        return {"consistency": qm.ReadConsistencyType(self.read_consistency)}
+
+
 class QdrantChunkStore:
     def __init__(
         self,
@@ -107,6 +147,7 @@ class QdrantChunkStore:
         rrf_k: int | None = None,
         dense_weight: float = 1.0,
         sparse_weight: float = 1.0,
+        cluster: ClusterLayout | None = None,
     ) -> None:
         if (url is None) == (path is None):
             raise ValueError("give exactly one of url (server) or path (local mode)")
@@ -120,6 +161,8 @@ class QdrantChunkStore:
         # from 1 (k=61 is the literature's k=60). None keeps Qdrant's default k (2).
         self._rrf_k = rrf_k
         self._weights = (dense_weight, sparse_weight)
+        # Distributed-mode layout: sent to a server only (local mode has no shards).
+        self._cluster = cluster if url is not None else None
         self._client: QdrantClient | None = None
         # Re-entrant: ensure_collection holds it while the client property may take it again.
         self._lock = threading.RLock()
@@ -188,6 +231,7 @@ class QdrantChunkStore:
                             modifier=qm.Modifier.IDF if sparse_idf else None
                         )
                     },
+                    **(self._cluster.create_args() if self._cluster else {}),
                 )
                 # Payload indexes make the tenant/document filters cheap on a server; local mode
                 # has no use for them (it scans, and warns when asked), so only a server gets them.
@@ -229,6 +273,68 @@ class QdrantChunkStore:
             self._collection, f"metadata.{key}", field_schema=qm.PayloadSchemaType.KEYWORD
         )
 
+    # -- aliases and generations (zero-downtime re-index) ---------------------------------
+    def point_alias(self, alias: str, collection: str) -> None:
+        """Make ``alias`` name ``collection``, in one request: Qdrant applies the delete and the
+        create of one update_collection_aliases call atomically, so no reader ever finds the
+        alias missing or pointing at a half-built collection."""
+        from qdrant_client.http import models as qm
+
+        client = self._client_or_raise()
+        client.update_collection_aliases(
+            change_aliases_operations=[
+                qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias)),
+                qm.CreateAliasOperation(
+                    create_alias=qm.CreateAlias(collection_name=collection, alias_name=alias)
+                ),
+            ]
+        )
+
+    def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` names, or None."""
+        for a in self._client_or_raise().get_aliases().aliases:
+            if a.alias_name == alias:
+                return str(a.collection_name)
+        return None
+
+    def drop_collection(self) -> None:
+        client = self._client_or_raise()
+        if client.collection_exists(self._collection):
+            client.delete_collection(self._collection)
+        self._ready = False
+
+    def document_ids(self, tenant_id: str | None = None) -> set[tuple[str, str]]:
+        """(tenant id, document id) of every document with chunks here: a scroll over two
+        payload fields, no vectors."""
+        from qdrant_client.http import models as qm
+
+        client = self._client_or_raise()
+        if not client.collection_exists(self._collection):
+            return set()
+        flt = (
+            None
+            if tenant_id is None
+            else qm.Filter(
+                must=[qm.FieldCondition(key="tenant_id", match=qm.MatchValue(value=tenant_id))]
+            )
+        )
+        found: set[tuple[str, str]] = set()
+        offset: Any = None
+        while True:
+            points, offset = client.scroll(
+                self._collection,
+                scroll_filter=flt,
+                limit=1024,
+                offset=offset,
+                with_payload=["tenant_id", "document_id"],
+                with_vectors=False,
+            )
+            for p in points:
+                payload = p.payload or {}
+                found.add((str(payload.get("tenant_id", "")), str(payload.get("document_id", ""))))
+            if offset is None:
+                return found
+
     # -- writes ----------------------------------------------------------------------------
     def upsert(self, records: Sequence[ChunkRecord]) -> None:
         from qdrant_client.http import models as qm
@@ -263,7 +369,7 @@ class QdrantChunkStore:
                     )
                 )
             # wait=True: the task reports "indexed" only once the points are searchable.
-            client.upsert(self._collection, points=points, wait=True)
+            client.upsert(self._collection, points=points, wait=True, **self._write_args())
 
     def delete_document(self, tenant_id: str, document_id: str) -> None:
         from qdrant_client.http import models as qm
@@ -277,6 +383,7 @@ class QdrantChunkStore:
                 filter=self._filter(SearchFilter(tenant_id=tenant_id, document_ids=[document_id]))
             ),
             wait=True,
+            **self._write_args(),
         )
 
     def delete_document_tail(self, tenant_id: str, document_id: str, keep: int) -> None:
@@ -296,7 +403,12 @@ class QdrantChunkStore:
         flt = self._filter(SearchFilter(tenant_id=tenant_id, document_ids=[document_id]))
         assert flt.must is not None and isinstance(flt.must, list)
         flt.must.append(qm.FieldCondition(key="chunk_index", range=qm.Range(gte=keep)))
-        client.delete(self._collection, points_selector=qm.FilterSelector(filter=flt), wait=True)
+        client.delete(
+            self._collection,
+            points_selector=qm.FilterSelector(filter=flt),
+            wait=True,
+            **self._write_args(),
+        )
 
     # -- reads -----------------------------------------------------------------------------
     def count_document(self, tenant_id: str, document_id: str) -> int:
@@ -343,6 +455,7 @@ class QdrantChunkStore:
             limit=limit,
             with_payload=True,
             with_vectors=[DENSE],
+            **self._read_args(),
         )
         return [self._scored(p, query_dense=dense) for p in response.points]
 
@@ -376,6 +489,7 @@ class QdrantChunkStore:
             query_filter=self._filter(flt),
             limit=limit,
             with_payload=True,
+            **self._read_args(),
         )
         return [self._scored(p, dense_score=float(p.score)) for p in response.points]
 
@@ -393,6 +507,7 @@ class QdrantChunkStore:
             query_filter=self._filter(flt),
             limit=limit,
             with_payload=True,
+            **self._read_args(),
         )
         return [self._scored(p) for p in response.points]
 
@@ -411,6 +526,12 @@ class QdrantChunkStore:
                 self._ready = False
 
     # -- helpers ---------------------------------------------------------------------------
+    def _write_args(self) -> dict[str, Any]:
+        return self._cluster.write_args() if self._cluster else {}
+
+    def _read_args(self) -> dict[str, Any]:
+        return self._cluster.read_args() if self._cluster else {}
+
     def _collection_exists(self) -> bool:
         return bool(self._client_or_raise().collection_exists(self._collection))
 

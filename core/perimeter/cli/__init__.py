@@ -4,6 +4,7 @@
 - ``documents``: ingest / ask / docs / collections (HTTP client of a running stack)
 - ``evaluation``: eval retrieval / answers / convert-smart (offline)
 - ``admin``: tenants, API keys, audit log (metadata DB)
+- ``reindex``: zero-downtime re-index start / status / switch / rollback / finish / abort
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 # Importing a group module registers its commands on the root app, in this order in --help.
 # isort: off
-from perimeter.cli import stack, documents, evaluation, admin  # noqa: F401
+from perimeter.cli import stack, documents, evaluation, admin, reindex  # noqa: F401
 
 # isort: on
 from perimeter.cli.common import app

@@ -17,9 +17,14 @@ from typing import Any, BinaryIO, Protocol
 
 from opentelemetry.trace import NoOpTracer, StatusCode, Tracer, get_current_span
 
-from perimeter.backends.blob_store import BlobStore
-from perimeter.backends.protocols import ChunkStore, DocumentParser, Embedder, SparseEncoder
-from perimeter.backends.sql_metadata import SqlMetadataStore
+from perimeter.backends.protocols import (
+    BlobStorage,
+    ChunkStore,
+    DocumentParser,
+    Embedder,
+    MetadataStore,
+    SparseEncoder,
+)
 from perimeter.domain import (
     DEFAULT_KB,
     Chunk,
@@ -101,8 +106,8 @@ class ProcessOutcome:
 class IngestionService:
     def __init__(
         self,
-        metadata: SqlMetadataStore,
-        blobs: BlobStore,
+        metadata: MetadataStore,
+        blobs: BlobStorage,
         parser: DocumentParser,
         embedder: Embedder,
         sparse_encoder: SparseEncoder | None,
