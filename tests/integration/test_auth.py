@@ -476,3 +476,17 @@ def test_jwks_url_inside_the_perimeter_is_cached_and_refetched_on_key_rotation(
     assert handler.hits == 2
     with pytest.raises(InvalidToken):
         verifier.verify(IdP("2026").token())  # right kid, wrong key
+
+
+@pytest.mark.integration
+def test_a_deployment_wide_reindex_needs_the_operator_scope(secure_stack: SecureStack) -> None:
+    # A re-index rebuilds every tenant's documents: a tenant's own admin key must not start,
+    # list or steer one; only a key the operator made with the `operator` scope may.
+    s = secure_stack
+    tenant_admin = s.key("acme", ("ingest", "query", "admin"))
+    operator = s.key("ops", ("operator",))
+    for method, path in (("GET", "/v1/admin/reindex"), ("POST", "/v1/admin/reindex")):
+        r = s.client.request(method, path, headers=tenant_admin, json={})
+        assert r.status_code == 403, (method, r.text)
+    listed = s.client.get("/v1/admin/reindex", headers=operator)
+    assert listed.status_code == 200, listed.text

@@ -10,8 +10,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-Scope = Literal["ingest", "query", "admin"]
-SCOPES: frozenset[str] = frozenset({"ingest", "query", "admin"})
+# "operator": deployment-wide operations that touch every tenant (the zero-downtime re-index).
+# A tenant's "admin" is tenant-wide only, so it cannot start them; only the operator, who creates
+# keys on the host (`perimeter admin key-create --scopes operator`), hands this scope out.
+Scope = Literal["ingest", "query", "admin", "operator"]
+SCOPES: frozenset[str] = frozenset({"ingest", "query", "admin", "operator"})
 
 # Stored on Qdrant points of unrestricted documents (see qdrant_store.PUBLIC_GROUP); a caller
 # may not name it, or it could mark a restricted upload "public" by accident or on purpose.
