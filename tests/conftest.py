@@ -258,3 +258,29 @@ def secure_stack(
         overrides.setdefault(key, {}).update(value)
     with running_stack(SecureStack, tmp_path, shared_embedder, request, overrides) as s:
         yield s
+
+
+# -- a database of its own on the loopback PostgreSQL, for tests that run on both SQL stores ----
+PG_ADMIN_URL = os.environ.get(
+    "PERIMETER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    import sqlalchemy as sa
+
+    name = f"perimeter_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -34,6 +34,7 @@ from perimeter.backends.sql_conversations import SqlConversationStore
 from perimeter.backends.sql_metadata import SqlMetadataStore
 from perimeter.backends.unstructured_parser import UnstructuredParser
 from perimeter.domain import DocumentRecord, KnowledgeBase
+from perimeter.ingest.chunking import overlap_tokens_for
 from perimeter.ingest.pipeline import IndexTarget, IngestionService
 from perimeter.ingest.reindex import ReindexService, ReindexTools
 from perimeter.knowledge_bases import (
@@ -448,10 +449,8 @@ def build_services(
         if profile.chunking is not None and profile.chunking[0] is not None:
             # A re-index with its own chunking: it applies to every knowledge base it covers.
             max_tokens = profile.chunking[0]
-            overlap = (
-                profile.chunking[1]
-                if profile.chunking[1] is not None
-                else min(settings.chunking.overlap_tokens, max_tokens // 4)
+            overlap = overlap_tokens_for(
+                max_tokens, profile.chunking[1], settings.chunking.overlap_tokens
             )
         return IndexTarget(
             profile.embedder, profile.sparse_encoder, profile.store, max_tokens, overlap

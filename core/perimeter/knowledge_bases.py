@@ -14,8 +14,10 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 
-from perimeter.backends.sql_metadata import KnowledgeBaseExists, SqlMetadataStore
+from perimeter.backends.errors import KnowledgeBaseExists
+from perimeter.backends.protocols import MetadataStore
 from perimeter.domain import DEFAULT_KB, UNSUPPORTED_POLICIES, KnowledgeBase
+from perimeter.ingest.chunking import check_chunking, overlap_tokens_for
 
 DEFAULT_PROFILE = "default"
 # The OpenAI-compatible API's name for the default knowledge base.
@@ -65,7 +67,7 @@ class ChunkingDefaults:
 class KnowledgeBaseService:
     def __init__(
         self,
-        metadata: SqlMetadataStore,
+        metadata: MetadataStore,
         profiles: Collection[str],
         chunking: ChunkingDefaults,
         max_per_tenant: int,
@@ -122,11 +124,12 @@ class KnowledgeBaseService:
                 f"unknown embedding profile {kb.embedding_profile!r}; this deployment has "
                 f"{self.profiles} (PERIMETER_KB__EMBEDDING_PROFILES)"
             )
-        max_tokens, overlap = self.chunking(kb)
-        if not 16 <= max_tokens <= 8192:
-            raise InvalidKnowledgeBase("chunk_max_tokens must be between 16 and 8192")
-        if not 0 <= overlap < max_tokens:
-            raise InvalidKnowledgeBase("chunk_overlap_tokens must be >= 0 and < chunk_max_tokens")
+        try:
+            check_chunking(
+                kb.chunk_max_tokens or self._chunking.max_tokens, kb.chunk_overlap_tokens
+            )
+        except ValueError as exc:
+            raise InvalidKnowledgeBase(str(exc)) from exc
         if kb.llm_model is not None:
             self._check_llm_model(kb.llm_model)
         if kb.unsupported_policy is not None and kb.unsupported_policy not in UNSUPPORTED_POLICIES:
@@ -160,10 +163,8 @@ class KnowledgeBaseService:
     def chunking(self, kb: KnowledgeBase) -> tuple[int, int]:
         """(max_tokens, overlap_tokens) for documents of this knowledge base."""
         max_tokens = kb.chunk_max_tokens or self._chunking.max_tokens
-        overlap = (
-            kb.chunk_overlap_tokens
-            if kb.chunk_overlap_tokens is not None
-            else min(self._chunking.overlap_tokens, max_tokens // 4)
+        overlap = overlap_tokens_for(
+            max_tokens, kb.chunk_overlap_tokens, self._chunking.overlap_tokens
         )
         return max_tokens, overlap
 

@@ -13,7 +13,6 @@ import pytest
 
 from tests import docfactory as df
 from tests.conftest import SecureStack, Stack, running_stack, upload_files
-from tests.integration.test_tenant_isolation import pg_url  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.integration
 

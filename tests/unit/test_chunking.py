@@ -286,3 +286,21 @@ def test_properties(
 
     # Deterministic.
     assert chunk_elements(elements, count_tokens, max_tokens, overlap) == chunks
+
+
+@pytest.mark.unit
+def test_one_overlap_rule_for_every_collection_and_reindex() -> None:
+    from perimeter.ingest.chunking import check_chunking, overlap_tokens_for
+
+    # Unset: the deployment default, at most a quarter of the budget.
+    assert overlap_tokens_for(200, None, 40) == 40
+    assert overlap_tokens_for(64, None, 40) == 16
+    # Explicit: as asked, up to half the budget.
+    assert overlap_tokens_for(64, 30, 40) == 30
+    assert overlap_tokens_for(64, 50, 40) == 32
+    assert overlap_tokens_for(64, 0, 40) == 0
+    check_chunking(64, 32)
+    check_chunking(None, None)
+    for max_tokens, overlap in ((64, 33), (64, -1), (8, None), (10_000, None)):
+        with pytest.raises(ValueError):
+            check_chunking(max_tokens, overlap)

@@ -14,9 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from perimeter.backends.blob_store import FileTooLarge
-from perimeter.backends.errors import LLMContextExceeded, StoreUnavailable
-from perimeter.backends.openai_llm import LLMUnavailable
+from perimeter.backends.errors import (
+    FileTooLarge,
+    LLMContextExceeded,
+    LLMUnavailable,
+    StoreUnavailable,
+)
 from perimeter.errors import APIError, InvalidDocument, UnsupportedFileType
 from perimeter.knowledge_bases import KnowledgeBaseNotFound, UnknownEmbeddingProfile
 from perimeter.logs import new_request_id, request_id_var

@@ -12,13 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from perimeter.backends.errors import FileTooLarge
+
 CHUNK = 1024 * 1024
-
-
-class FileTooLarge(ValueError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"file exceeds the {limit // (1024 * 1024)} MiB per-file limit")
-        self.limit = limit
 
 
 class BlobStore:

@@ -6,7 +6,13 @@ backend failure without importing (and so loading) any adapter or its client lib
 
 from __future__ import annotations
 
-__all__ = ["LLMContextExceeded", "StoreUnavailable"]
+__all__ = [
+    "FileTooLarge",
+    "KnowledgeBaseExists",
+    "LLMContextExceeded",
+    "LLMUnavailable",
+    "StoreUnavailable",
+]
 
 
 class StoreUnavailable(RuntimeError):
@@ -25,3 +31,19 @@ class LLMContextExceeded(ValueError):
     server 400 too; it is the request's size, not the server's health, so it is no 503: the
     answer service sends fewer sources, and the API answers a clear 400 when even one is too
     many."""
+
+
+class LLMUnavailable(RuntimeError):
+    """The model server is down, timing out or erroring: callers answer 503, never hang."""
+
+
+class FileTooLarge(ValueError):
+    """An upload past the per-file limit (the blob store stops reading at the limit)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"file exceeds the {limit // (1024 * 1024)} MiB per-file limit")
+        self.limit = limit
+
+
+class KnowledgeBaseExists(Exception):
+    """A knowledge base of that name already exists in the tenant."""

@@ -9,17 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from perimeter.backends.errors import LLMContextExceeded
+from perimeter.backends.errors import LLMContextExceeded, LLMUnavailable
 from perimeter.domain import ChatMessage, Completion, Usage
 
 __all__ = ["LLMContextExceeded", "LLMUnavailable", "OpenAICompatibleLLM"]
 
 if TYPE_CHECKING:
     from openai import OpenAI
-
-
-class LLMUnavailable(RuntimeError):
-    """The model server is down, timing out or erroring: callers answer 503, never hang."""
 
 
 # How the OpenAI-compatible servers word a context overflow (vLLM, llama.cpp's servers).

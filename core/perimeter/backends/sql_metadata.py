@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from perimeter.backends.errors import KnowledgeBaseExists
 from perimeter.domain import (
     DEFAULT_KB,
     DocumentRecord,
@@ -81,10 +82,6 @@ jobs = sa.Table(
 
 sa.Index("ix_documents_tenant_status", documents.c.tenant_id, documents.c.status)
 sa.Index("ix_documents_tenant_kb", documents.c.tenant_id, documents.c.kb)
-
-
-class KnowledgeBaseExists(Exception):
-    pass
 
 
 def _now() -> datetime:

@@ -102,6 +102,36 @@ class _Builder:
         return next((u.page for u in self.units if u.page is not None), None)
 
 
+def overlap_tokens_for(max_tokens: int, requested: int | None, default: int) -> int:
+    """The one chunk-overlap rule, for every collection and every re-index.
+
+    An explicit overlap is used as asked, up to half the budget: more would make every chunk
+    mostly repetition (and an overlap as large as the budget would leave no room for new text).
+    Unset, the deployment's default applies, scaled down to a quarter of a smaller budget, so a
+    collection that only asks for small chunks is not mostly overlap either.
+    """
+    if requested is not None:
+        return max(0, min(requested, max_tokens // 2))
+    return max(0, min(default, max_tokens // 4))
+
+
+MIN_CHUNK_TOKENS = 16
+MAX_CHUNK_TOKENS = 8192
+
+
+def check_chunking(max_tokens: int | None, overlap_tokens: int | None) -> None:
+    """Refuse chunking a person asked for that the rule above would silently change (collection
+    creation and re-index both ask here). Raises ValueError with the reason."""
+    if max_tokens is not None and not MIN_CHUNK_TOKENS <= max_tokens <= MAX_CHUNK_TOKENS:
+        raise ValueError(
+            f"chunk_max_tokens must be between {MIN_CHUNK_TOKENS} and {MAX_CHUNK_TOKENS}"
+        )
+    if overlap_tokens is not None and (
+        overlap_tokens < 0 or (max_tokens is not None and overlap_tokens > max_tokens // 2)
+    ):
+        raise ValueError("chunk_overlap_tokens must be between 0 and half of chunk_max_tokens")
+
+
 class _Chunker:
     def __init__(
         self, count_tokens: Callable[[str], int], max_tokens: int, overlap_tokens: int
@@ -112,9 +142,7 @@ class _Chunker:
             raise ValueError("overlap_tokens must not be negative")
         self.count = count_tokens
         self.max_tokens = max_tokens
-        # More overlap than half the budget would make every chunk mostly repetition (and an
-        # overlap as large as the budget would leave no room for new text at all).
-        self.overlap_tokens = min(overlap_tokens, max_tokens // 2)
+        self.overlap_tokens = overlap_tokens_for(max_tokens, overlap_tokens, overlap_tokens)
         # Pieces of a split element leave room for the overlap that will precede them;
         # pieces cut to the full budget would always push the overlap out.
         self.piece_tokens = max(1, max_tokens - self.overlap_tokens)

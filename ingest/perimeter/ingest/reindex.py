@@ -42,6 +42,7 @@ from perimeter.backends.reindex_state import (
     ReindexStateStore,
 )
 from perimeter.domain import DocumentRecord, DocumentStatus
+from perimeter.ingest.chunking import check_chunking
 from perimeter.ingest.pipeline import IndexTarget, IngestionService, PermanentIngestError
 
 log = logging.getLogger(__name__)
@@ -181,12 +182,7 @@ class ReindexService:
                 f"embedding profile {embedding!r} is not configured (PERIMETER_KB__EMBEDDING_"
                 "PROFILES): a re-index reads its model from there"
             )
-        if chunk_max_tokens is not None and chunk_max_tokens < 16:
-            raise ValueError("chunk_max_tokens must be at least 16")
-        if chunk_overlap_tokens is not None and (
-            chunk_overlap_tokens < 0 or chunk_overlap_tokens >= (chunk_max_tokens or 10**9)
-        ):
-            raise ValueError("chunk_overlap_tokens must be >= 0 and below chunk_max_tokens")
+        check_chunking(chunk_max_tokens, chunk_overlap_tokens)
         self._refresh(force=True)
         source = self.serving_generation(profile)
         base = self._tools.base_generation(profile).collection

@@ -19,7 +19,7 @@ from perimeter.api.schemas import (
     UploadResponse,
 )
 from perimeter.auth.acl import list_visible_documents
-from perimeter.backends.blob_store import FileTooLarge
+from perimeter.backends.errors import FileTooLarge
 from perimeter.domain import DEFAULT_KB, DocumentStatus
 from perimeter.ingest.errors import InvalidDocument, UnsupportedFileType
 from perimeter.ingest.pipeline import StagedUpload

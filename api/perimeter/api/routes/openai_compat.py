@@ -35,8 +35,7 @@ from perimeter.api.errors import (
     store_unavailable_message,
 )
 from perimeter.audit import record_query
-from perimeter.backends.errors import LLMContextExceeded, StoreUnavailable
-from perimeter.backends.openai_llm import LLMUnavailable
+from perimeter.backends.errors import LLMContextExceeded, LLMUnavailable, StoreUnavailable
 from perimeter.composition import Services
 from perimeter.domain import DEFAULT_KB, KnowledgeBase, SearchFilter
 from perimeter.knowledge_bases import OPENAI_DEFAULT_MODEL, UnknownEmbeddingProfile

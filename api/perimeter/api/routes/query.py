@@ -21,8 +21,7 @@ from perimeter.api.schemas import (
     UsageOut,
 )
 from perimeter.audit import record_query
-from perimeter.backends.errors import LLMContextExceeded
-from perimeter.backends.openai_llm import LLMUnavailable
+from perimeter.backends.errors import LLMContextExceeded, LLMUnavailable
 from perimeter.domain import SearchFilter
 from perimeter.retrieval.answer import Answer, Citation, citation_of, result_timings
 from perimeter.retrieval.policy import apply_policy, sentence_verdicts
