@@ -53,3 +53,19 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     out = _lint(tmp_path, tmp_path / "pyproject.toml")
     assert out.returncode != 0
     assert "perimeter.ingest.planted -> perimeter.api.app" in out.stdout
+
+
+@pytest.mark.unit
+def test_every_top_level_module_has_a_layer() -> None:
+    # A module left out of the layers contract would be free to import anything.
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    layers = config["tool"]["importlinter"]["contracts"][0]["layers"]
+    named = {m.strip() for layer in layers for m in layer.replace("|", ":").split(":")}
+    present = set()
+    for root in ROOTS:
+        for entry in (REPO / root / "perimeter").iterdir():
+            if entry.suffix == ".py" or (entry / "__init__.py").exists():
+                present.add(f"perimeter.{entry.stem}")
+    assert present - named == set(), "add these to a layer in pyproject [tool.importlinter]"
