@@ -49,7 +49,11 @@ COPY workers ./workers
 # EXTRAS=openvino adds the OpenVINO embedding backend (PERIMETER_EMBEDDING__BACKEND=openvino);
 # ONNX Runtime (backend 'onnx') is always in.
 ARG EXTRAS=""
-RUN pip install ".${EXTRAS:+[${EXTRAS}]}"
+# llama.cpp (the embedded LLM server) for any x86-64 host with AVX2, not for the build machine's
+# CPU: its native AMX kernels crashed in VMs (Makefile, LLAMA_CMAKE_ARGS).
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+RUN CMAKE_ARGS="${LLAMA_CMAKE_ARGS}" pip install --no-cache-dir "llama-cpp-python[server]==0.3.36" \
+ && pip install ".${EXTRAS:+[${EXTRAS}]}"
 
 # unstructured's text classification (pos_tag / sent_tokenize) loads spaCy's en_core_web_sm and,
 # when it is missing, downloads it from GitHub at run time -- impossible inside the perimeter, and
