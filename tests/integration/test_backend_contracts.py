@@ -23,14 +23,9 @@ pytestmark = pytest.mark.integration
 
 
 # -- MetadataStore: SQLite (embedded default) and PostgreSQL (production) ----------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
-def metadata(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlMetadataStore]:
-    url = (
-        request.getfixturevalue("pg_url")
-        if request.param == "postgresql"
-        else f"sqlite:///{tmp_path / 'metadata.sqlite'}"
-    )
-    store = SqlMetadataStore(url)
+@pytest.fixture
+def metadata(sql_url: str) -> Iterator[SqlMetadataStore]:
+    store = SqlMetadataStore(sql_url)
     store.create_schema()
     try:
         yield store

@@ -304,22 +304,14 @@ def test_chat_completions_reads_follow_ups_from_the_history(stack: Stack, tmp_pa
     assert served.document_ids[0] == ids["survey.md"]
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_the_store_on_both_databases(
-    database: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_the_store_on_both_databases(sql_url: str) -> None:
     """Ownership, turn order, concurrent appends and retention, on SQLite and PostgreSQL."""
     from concurrent.futures import ThreadPoolExecutor
 
     from perimeter.backends.sql_conversations import SqlConversationStore
     from perimeter.backends.sql_metadata import SqlMetadataStore
 
-    url = (
-        request.getfixturevalue("pg_url")
-        if database == "postgresql"
-        else f"sqlite:///{tmp_path / 'm.sqlite'}"
-    )
-    metadata = SqlMetadataStore(url)
+    metadata = SqlMetadataStore(sql_url)
     try:
         metadata.create_schema()
         store = SqlConversationStore(metadata)

@@ -336,21 +336,13 @@ def test_listing_pages_count_only_visible_documents(
 # -- the SQL side of the ACL and the audit log on PostgreSQL --------------------------------------
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_acl_listing_and_append_only_audit_on_both_databases(
-    database: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_acl_listing_and_append_only_audit_on_both_databases(sql_url: str) -> None:
     from perimeter.audit import AuditLog
     from perimeter.auth.acl import list_visible_documents
     from perimeter.auth.api_keys import ApiKeyStore
     from perimeter.backends.sql_metadata import SqlMetadataStore
 
-    url = (
-        request.getfixturevalue("pg_url")
-        if database == "postgresql"
-        else f"sqlite:///{tmp_path / 'm.sqlite'}"
-    )
-    store = SqlMetadataStore(url)
+    store = SqlMetadataStore(sql_url)
     try:
         store.create_schema()
         ApiKeyStore(store)  # tables registered
