@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from perimeter.backends.qdrant_edge_store import DENSE, SPARSE, QdrantEdgeChunkStore, _record
+from perimeter.backends.qdrant_edge_store import QdrantEdgeChunkStore, _record
+from perimeter.backends.qdrant_payload import DENSE, SPARSE
 from perimeter.domain import ChunkRecord
 
 log = logging.getLogger(__name__)

@@ -29,17 +29,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from perimeter.backends.errors import StoreUnavailable
+from perimeter.backends.qdrant_payload import (
+    DENSE,
+    PUBLIC_GROUP,
+    SPARSE,
+    UPSERT_BATCH,
+    chunk_payload,
+    scope_of,
+    scored_chunk,
+)
 from perimeter.domain import ChunkRecord, ScoredChunk, SearchFilter, SparseVector, point_id_for
 
 if TYPE_CHECKING:
     import qdrant_edge as qe
 
-DENSE = "dense"
-SPARSE = "sparse"
-# The same marker the server adapter stores on unrestricted documents (qdrant_store.PUBLIC_GROUP);
-# repeated here so importing this adapter never imports qdrant-client.
-PUBLIC_GROUP = "__public__"
-UPSERT_BATCH = 256
 # Qdrant's own default RRF constant: the server adapter sends a plain RRF fusion (no k) unless
 # one is configured, and the server then uses 2. Edge's Fusion.Rrf needs k explicitly.
 QDRANT_DEFAULT_RRF_K = 2
@@ -47,32 +50,10 @@ QDRANT_DEFAULT_RRF_K = 2
 T = TypeVar("T")
 
 
-def _scope(tenant_id: str, kb: str) -> str:
-    # Neither tenant ids nor knowledge base names may contain "/", so the pair is unambiguous.
-    return f"{tenant_id}/{kb}"
-
-
 def _iso(value: str | None) -> str | None:
     # Parsed first so that a malformed bound fails here exactly as in the server adapter
     # (datetime.fromisoformat), and the engine always receives one canonical form.
     return datetime.fromisoformat(value).isoformat() if value else None
-
-
-def _payload(r: ChunkRecord) -> dict[str, Any]:
-    """The payload of one chunk, field for field what the server adapter stores."""
-    return {
-        "tenant_id": r.tenant_id,
-        "document_id": r.document_id,
-        "chunk_index": r.chunk_index,
-        "text": r.text,
-        "filename": r.filename,
-        "page": r.page,
-        "section": r.section,
-        "metadata": r.metadata,
-        "groups": r.groups or [PUBLIC_GROUP],
-        "kb": r.kb,
-        "scope": _scope(r.tenant_id, r.kb),
-    }
 
 
 class QdrantEdgeChunkStore:
@@ -232,7 +213,7 @@ class QdrantEdgeChunkStore:
                     vector[SPARSE] = qe.SparseVector(
                         indices=list(r.sparse.indices), values=list(r.sparse.values)
                     )
-                points.append(qe.Point(r.point_id, vector, _payload(r)))
+                points.append(qe.Point(r.point_id, vector, chunk_payload(r)))
             operation = qe.UpdateOperation.upsert_points(points)
             # Synchronous: the WAL has the batch and the points are searchable on return, so
             # the task reports "indexed" only once they are.
@@ -333,7 +314,7 @@ class QdrantEdgeChunkStore:
             with_vector=[DENSE],
         )
         points = self._engine(lambda: shard.query(request), "search")
-        return [self._scored(p, query_dense=dense) for p in points]
+        return [scored_chunk(p, query_dense=dense) for p in points]
 
     def _fusion_query(self, sources: int) -> Any:
         """DBSF, or RRF with the configured k (Qdrant's default 2 when unset) and per-prefetch
@@ -360,7 +341,7 @@ class QdrantEdgeChunkStore:
             with_payload=True,
         )
         points = self._engine(lambda: shard.query(request), "search")
-        return [self._scored(p, dense_score=float(p.score)) for p in points]
+        return [scored_chunk(p, dense_score=float(p.score)) for p in points]
 
     def sparse_search(
         self, sparse: SparseVector, flt: SearchFilter, limit: int
@@ -380,7 +361,7 @@ class QdrantEdgeChunkStore:
             with_payload=True,
         )
         points = self._engine(lambda: shard.query(request), "search")
-        return [self._scored(p) for p in points]
+        return [scored_chunk(p) for p in points]
 
     def scroll_records(self, batch: int = 512) -> Iterator[ChunkRecord]:
         """Every stored chunk with its vectors (migration checks, exports)."""
@@ -483,7 +464,9 @@ class QdrantEdgeChunkStore:
         must: list[Any] = [
             qe.FieldCondition(key="tenant_id", match=qe.MatchValue(flt.tenant_id))
             if flt.kb is None
-            else qe.FieldCondition(key="scope", match=qe.MatchValue(_scope(flt.tenant_id, flt.kb)))
+            else qe.FieldCondition(
+                key="scope", match=qe.MatchValue(scope_of(flt.tenant_id, flt.kb))
+            )
         ]
         if flt.document_ids is not None:
             must.append(
@@ -508,29 +491,6 @@ class QdrantEdgeChunkStore:
             )
         must.extend(extra or [])
         return qe.Filter(must=must)
-
-    @staticmethod
-    def _scored(
-        point: Any, query_dense: list[float] | None = None, dense_score: float | None = None
-    ) -> ScoredChunk:
-        payload = point.payload or {}
-        if dense_score is None and query_dense is not None and isinstance(point.vector, dict):
-            vec = point.vector.get(DENSE)
-            if vec is not None:
-                # Both sides are unit-normalised, so the dot product is the cosine similarity.
-                dense_score = float(sum(a * b for a, b in zip(query_dense, vec, strict=False)))
-        return ScoredChunk(
-            point_id=str(point.id),
-            document_id=payload.get("document_id", ""),
-            chunk_index=int(payload.get("chunk_index", 0)),
-            text=payload.get("text", ""),
-            filename=payload.get("filename", ""),
-            page=payload.get("page"),
-            section=payload.get("section"),
-            score=float(point.score),
-            dense_score=dense_score,
-            metadata=payload.get("metadata") or {},
-        )
 
 
 def _count_nothing() -> qe.CountRequest:

@@ -15,18 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perimeter.backends.errors import StoreUnavailable
+from perimeter.backends.qdrant_payload import (
+    DENSE,
+    PUBLIC_GROUP,
+    SPARSE,
+    UPSERT_BATCH,
+    chunk_payload,
+    scope_of,
+    scored_chunk,
+)
 from perimeter.domain import ChunkRecord, ScoredChunk, SearchFilter, SparseVector, point_id_for
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
     from qdrant_client.http import models as qm
-
-DENSE = "dense"
-SPARSE = "sparse"
-# Documents open to every member of their tenant carry this group; a caller's group filter is
-# always "public OR one of my groups", so restricting a document never needs a schema change.
-PUBLIC_GROUP = "__public__"
-UPSERT_BATCH = 256
 
 
 def _datetime(value: str | None) -> datetime | None:
@@ -50,11 +52,6 @@ class _Serialized:
                 return attr(*args, **kwargs)
 
         return call
-
-
-def _scope(tenant_id: str, kb: str) -> str:
-    # Neither tenant ids nor knowledge base names may contain "/", so the pair is unambiguous.
-    return f"{tenant_id}/{kb}"
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -353,19 +350,7 @@ class QdrantChunkStore:
                     qm.PointStruct(
                         id=r.point_id,
                         vector=vector,
-                        payload={
-                            "tenant_id": r.tenant_id,
-                            "document_id": r.document_id,
-                            "chunk_index": r.chunk_index,
-                            "text": r.text,
-                            "filename": r.filename,
-                            "page": r.page,
-                            "section": r.section,
-                            "metadata": r.metadata,
-                            "groups": r.groups or [PUBLIC_GROUP],
-                            "kb": r.kb,
-                            "scope": _scope(r.tenant_id, r.kb),
-                        },
+                        payload=chunk_payload(r),
                     )
                 )
             # wait=True: the task reports "indexed" only once the points are searchable.
@@ -457,7 +442,7 @@ class QdrantChunkStore:
             with_vectors=[DENSE],
             **self._read_args(),
         )
-        return [self._scored(p, query_dense=dense) for p in response.points]
+        return [scored_chunk(p, query_dense=dense) for p in response.points]
 
     def _fusion_query(self, sources: int) -> qm.FusionQuery | qm.RrfQuery:
         """DBSF, or RRF with the configured k and per-prefetch weights (dense, then sparse).
@@ -491,7 +476,7 @@ class QdrantChunkStore:
             with_payload=True,
             **self._read_args(),
         )
-        return [self._scored(p, dense_score=float(p.score)) for p in response.points]
+        return [scored_chunk(p, dense_score=float(p.score)) for p in response.points]
 
     def sparse_search(
         self, sparse: SparseVector, flt: SearchFilter, limit: int
@@ -509,7 +494,7 @@ class QdrantChunkStore:
             with_payload=True,
             **self._read_args(),
         )
-        return [self._scored(p) for p in response.points]
+        return [scored_chunk(p) for p in response.points]
 
     def ping(self) -> bool:
         try:
@@ -554,7 +539,7 @@ class QdrantChunkStore:
             qm.FieldCondition(key="tenant_id", match=qm.MatchValue(value=flt.tenant_id))
             if flt.kb is None
             else qm.FieldCondition(
-                key="scope", match=qm.MatchValue(value=_scope(flt.tenant_id, flt.kb))
+                key="scope", match=qm.MatchValue(value=scope_of(flt.tenant_id, flt.kb))
             )
         ]
         if flt.document_ids is not None:
@@ -584,26 +569,3 @@ class QdrantChunkStore:
                 qm.FieldCondition(key="groups", match=qm.MatchAny(any=[PUBLIC_GROUP, *flt.groups]))
             )
         return qm.Filter(must=must)
-
-    @staticmethod
-    def _scored(
-        point: Any, query_dense: list[float] | None = None, dense_score: float | None = None
-    ) -> ScoredChunk:
-        payload = point.payload or {}
-        if dense_score is None and query_dense is not None and point.vector:
-            vec = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
-            if vec is not None:
-                # Both sides are unit-normalised, so the dot product is the cosine similarity.
-                dense_score = float(sum(a * b for a, b in zip(query_dense, vec, strict=False)))
-        return ScoredChunk(
-            point_id=str(point.id),
-            document_id=payload.get("document_id", ""),
-            chunk_index=int(payload.get("chunk_index", 0)),
-            text=payload.get("text", ""),
-            filename=payload.get("filename", ""),
-            page=payload.get("page"),
-            section=payload.get("section"),
-            score=float(point.score),
-            dense_score=dense_score,
-            metadata=payload.get("metadata") or {},
-        )
