@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed-stamp
 # its AMX matmul crashed at `ldtilecfg` inside this platform's VMs (every prompt of more than a
 # few tokens: the embedded LLM answered nothing), and a natively built wheel left in pip's cache
 # crashes on an older CPU. So the embedded LLM's llama-cpp-python is built once, portably
-# (AVX2/FMA/F16C, no AVX-512/AMX), into build/ and installed from there.
+# (AVX2/FMA/F16C, no AVX-512/AMX), into a per-user cache (named by version and flags, so a
+# change of either builds anew; a fresh clone on the same host reuses it) and installed from there.
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
   -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
-LLAMA_WHEELS := build/llama-cpp-portable
+LLAMA_WHEELS := $(HOME)/.cache/perimeter/llama-cpp-python-$(LLAMA_CPP_VERSION)-avx2-noamx
 
 .PHONY: up test test-vllm lint clean-data
 
