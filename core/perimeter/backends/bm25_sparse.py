@@ -58,6 +58,11 @@ class Bm25SparseEncoder:
         """Lowercased words, stop words removed, Snowball-stemmed."""
         return self._analyze(text)
 
+    def term_ids(self, text: str) -> list[int]:
+        """The vector indices of the text's terms, one per occurrence: what query expansion
+        (``perimeter.retrieval.feedback``) counts in a feedback chunk."""
+        return [term_id(t) for t in self.tokenize(text)]
+
     def encode_documents(self, texts: Sequence[str]) -> list[SparseVector]:
         return [self._encode_document(t) for t in texts]
 

@@ -135,10 +135,13 @@ def run_retrieval_eval(
     system_name: str | None = None,
     dataset: str = "dataset",
     dense_model: str = baselines.DEFAULT_DENSE_MODEL,
+    dense_encoder: Any | None = None,
 ) -> EvalReport:
     """Evaluate the baselines and, when given, ``system`` in each of ``modes`` on one slice.
 
     ``k``: results per query asked of every system (>= 100 for R@100 to mean anything).
+    ``dense_encoder``: an already loaded SentenceTransformer for the dense baseline, so a caller
+    evaluating several sets loads it once.
     """
     modes = tuple(modes)
     wanted = tuple(include_baselines)
@@ -162,7 +165,7 @@ def run_retrieval_eval(
     if "dense" in wanted or "rrf" in wanted:
         started = time.perf_counter()
         bl_runs["dense"] = baselines.dense_run(
-            data.corpus, data.queries, top_k=k, model=dense_model
+            data.corpus, data.queries, top_k=k, model=dense_model, encoder=dense_encoder
         )
         bl_seconds["dense"] = time.perf_counter() - started
     if "rrf" in wanted:
@@ -199,6 +202,48 @@ def run_retrieval_eval(
                 )
             )
     return report
+
+
+RRF_BASELINE = ("baseline", "rrf(bm25,dense)")
+
+
+def side_by_side(reports: Sequence[EvalReport], metric: str = "ndcg@10") -> str:
+    """Markdown: one row per system/mode, one column per data set, plus each row's gain over
+    that set's plain RRF baseline and the worst such gain across the sets.
+
+    Settings are shipped for collections nobody tuned them on, so the column that matters is the
+    worst one: a row that only wins on some sets has not shown it generalises.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {tuple(METRICS)}")
+    keys = list(dict.fromkeys((r.system, r.mode) for rep in reports for r in rep.rows))
+    has_rrf = all(any((r.system, r.mode) == RRF_BASELINE for r in rep.rows) for rep in reports)
+    label = METRICS[metric]
+    cols = [f"{rep.dataset} {label}" for rep in reports]
+    if has_rrf:
+        cols += [f"{rep.dataset} vs RRF" for rep in reports] + ["worst vs RRF"]
+    lines = [
+        "| system / mode | " + " | ".join(cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for system, mode in keys:
+        values: list[float | None] = []
+        for rep in reports:
+            try:
+                values.append(rep.row(system, mode).metrics[metric])
+            except KeyError:
+                values.append(None)
+        cells = ["—" if v is None else f"{v:.3f}" for v in values]
+        if has_rrf:
+            gains = [
+                None if v is None else v - rep.row(*RRF_BASELINE).metrics[metric]
+                for v, rep in zip(values, reports, strict=True)
+            ]
+            cells += ["—" if g is None else f"{g:+.3f}" for g in gains]
+            known = [g for g in gains if g is not None]
+            cells.append(f"{min(known):+.3f}" if known and len(known) == len(gains) else "—")
+        lines.append(f"| {system} / {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _as_ranking(hits: Sequence[tuple[str, float]]) -> dict[str, float]:

