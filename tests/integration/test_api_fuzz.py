@@ -98,9 +98,13 @@ def test_openapi_fuzzing_finds_no_server_errors(secure_stack: SecureStack, tmp_p
         covered.append(label)
     assert len(covered) == len(OPERATIONS)
     assert not problems, "\n".join(problems[:20])
-    # The generator really explored: valid requests answered 2xx and invalid ones 4xx.
+    # The generator really explored: valid requests answered 2xx and invalid ones 4xx. Which
+    # 4xx depends on the cases the (seeded) generator draws from the current schema: unknown
+    # collections are 404, undecodable text 400, unmatchable filters 422 (asserted one by one in
+    # test_filters_the_store_cannot_match_are_422_not_500).
     statuses = {status for (_label, status) in seen}
-    assert any(200 <= st < 300 for st in statuses) and 422 in statuses, seen
+    assert any(200 <= st < 300 for st in statuses), seen
+    assert any(400 <= st < 500 and st not in (401, 403) for st in statuses), seen
     assert sum(seen.values()) >= len(OPERATIONS) * 10, seen
 
     # Unauthenticated fuzzing of the same routes: 401 every time, never anything else.
