@@ -16,8 +16,8 @@ from typing import Literal
 Scope = Literal["ingest", "query", "admin", "operator"]
 SCOPES: frozenset[str] = frozenset({"ingest", "query", "admin", "operator"})
 
-# Stored on Qdrant points of unrestricted documents (see backends/qdrant_payload.PUBLIC_GROUP); a caller
-# may not name it, or it could mark a restricted upload "public" by accident or on purpose.
+# Stored on Qdrant points of unrestricted documents (backends/qdrant_payload.PUBLIC_GROUP); a
+# caller may not name it, or it could mark a restricted upload "public" by accident or on purpose.
 RESERVED_GROUPS: frozenset[str] = frozenset({"__public__"})
 MAX_GROUPS = 64
 MAX_GROUP_CHARS = 128
