@@ -236,3 +236,19 @@ def make_binary_garbage(path: Path, size: int = 4096, seed: int = 1234) -> Path:
 
     path.write_bytes(random.Random(seed).randbytes(size))
     return path
+
+
+def pdf_from_objects(objs: list[bytes]) -> bytes:
+    """A PDF file of hand-written objects (numbered from 1, object 1 the catalog), with a
+    correct cross-reference table: for inputs no PDF library would write."""
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    for off in offsets:
+        out += b"%010d 00000 n \n" % off
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
