@@ -248,19 +248,12 @@ def _model_embedder(settings: Settings, e: EmbeddingSettings) -> Embedder:
             query_prefix=e.query_prefix,
             document_prefix=e.document_prefix,
         )
+    torch_embedder: Callable[..., Embedder] = SentenceTransformerEmbedder
     if e.kind == "bge-m3":
         from perimeter.backends.bge_m3 import BgeM3Embedder
 
-        return BgeM3Embedder(
-            model=e.model,
-            device=e.device,
-            batch_size=e.batch_size,
-            max_seq_length=e.max_seq_length,
-            query_prefix=e.query_prefix,
-            document_prefix=e.document_prefix,
-            threads=e.torch_threads,
-        )
-    return SentenceTransformerEmbedder(
+        torch_embedder = BgeM3Embedder
+    return torch_embedder(
         model=e.model,
         device=e.device,
         batch_size=e.batch_size,

@@ -84,6 +84,24 @@ sa.Index("ix_documents_tenant_status", documents.c.tenant_id, documents.c.status
 sa.Index("ix_documents_tenant_kb", documents.c.tenant_id, documents.c.kb)
 
 
+def _insert_queued_job(
+    conn: Connection, job_id: str, document_id: str, tenant_id: str, now: datetime
+) -> None:
+    """A new job in the queued state (an upload's first job, or a re-run's)."""
+    conn.execute(
+        jobs.insert().values(
+            id=job_id,
+            document_id=document_id,
+            tenant_id=tenant_id,
+            status=JobStatus.QUEUED.value,
+            error=None,
+            progress=0.0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -212,18 +230,7 @@ class SqlMetadataStore:
                         updated_at=now,
                     )
                 )
-                conn.execute(
-                    jobs.insert().values(
-                        id=job_id,
-                        document_id=document_id,
-                        tenant_id=tenant_id,
-                        status=JobStatus.QUEUED.value,
-                        error=None,
-                        progress=0.0,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
+                _insert_queued_job(conn, job_id, document_id, tenant_id, now)
         except sa.exc.IntegrityError:
             existing = self.get_document(tenant_id, document_id)
             if existing is None:  # a concurrent delete won the race; let the caller retry
@@ -336,18 +343,7 @@ class SqlMetadataStore:
         now = _now()
         job_id = uuid.uuid4().hex
         with self._tx() as conn:
-            conn.execute(
-                jobs.insert().values(
-                    id=job_id,
-                    document_id=document_id,
-                    tenant_id=tenant_id,
-                    status=JobStatus.QUEUED.value,
-                    error=None,
-                    progress=0.0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            _insert_queued_job(conn, job_id, document_id, tenant_id, now)
             values: dict[str, Any] = {
                 "status": DocumentStatus.QUEUED.value,
                 "error": None,
