@@ -175,6 +175,13 @@ def main() -> None:
         default=0,
         help="the server's torch threads per model call (PERIMETER_EMBEDDING__TORCH_THREADS)",
     )
+    ap.add_argument(
+        "--query-batching",
+        choices=["on", "off"],
+        default="on",
+        help="coalesce concurrent questions into shared model calls "
+        "(PERIMETER_EMBEDDING__MICRO_BATCH_QUERIES; on is the shipped default)",
+    )
     args = ap.parse_args()
 
     from perimeter.settings import Settings
@@ -195,7 +202,10 @@ def main() -> None:
         storage={"data_dir": tmp / "data"},
         broker={"url": "redis://127.0.0.1:6379/14", "queue": f"bench.{uuid.uuid4().hex[:8]}"},
         llm={"base_url": llm_url, "model": "smollm2-135m-instruct"},
-        embedding={"torch_threads": args.torch_threads},
+        embedding={
+            "torch_threads": args.torch_threads,
+            "micro_batch_queries": args.query_batching == "on",
+        },
         qdrant={"embedded": args.embedded},
     )
     questions = cisi_queries()

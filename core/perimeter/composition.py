@@ -223,6 +223,8 @@ def build_embedder(settings: Settings, profile: EmbeddingSettings | None = None)
             max_batch=e.micro_batch_max,
             max_wait_ms=e.micro_batch_wait_ms,
             concurrency=e.micro_batch_concurrency,
+            queries=e.micro_batch_queries,
+            max_query_batch=e.micro_batch_query_max,
         )
     return embedder
 

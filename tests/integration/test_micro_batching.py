@@ -45,7 +45,9 @@ class Recording:
         self.entered = threading.Event()
         self.hold: threading.Event | None = None
         self.fail_on: str | None = None
-        self.query_calls = 0
+        self.query_calls: list[list[str]] = []
+        self.query_entered = threading.Event()
+        self.query_hold: threading.Event | None = None
 
     @property
     def dimension(self) -> int:
@@ -76,7 +78,11 @@ class Recording:
         return list(self.inner.encode_documents(texts))
 
     def encode_queries(self, texts: Sequence[str]) -> list[EncodedText]:
-        self.query_calls += 1
+        self.query_calls.append(list(texts))
+        self.query_entered.set()
+        if self.query_hold is not None:
+            hold, self.query_hold = self.query_hold, None  # only the first call is held
+            assert hold.wait(30), "test never released the held query call"
         return list(self.inner.encode_queries(texts))
 
 
@@ -321,12 +327,83 @@ def test_after_a_shared_batch_a_lone_caller_waits_at_most_max_wait(recorder: Rec
     assert without < 0.25 + 1.0
 
 
-# -- everything else passes through ----------------------------------------------------------
-def test_queries_and_attributes_pass_straight_through(
+# -- questions: a lane of their own ----------------------------------------------------------
+QUESTIONS = [
+    "How do libraries index books?",
+    "What does citation analysis measure?",
+    "How are documents ranked?",
+    "What is automatic indexing?",
+    "Why do users ask a librarian?",
+    "What is Bradford's law?",
+]
+
+
+def _in_thread(fn: Any, *args: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            out["result"] = fn(*args)
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, out
+
+
+def test_questions_queued_behind_a_running_query_call_share_one_inner_call(
     recorder: Recording, shared_embedder: Any
 ) -> None:
     batching = _batching(recorder)
+    assert batching.coalesces_queries
+    hold = threading.Event()
+    recorder.query_hold = hold
+    lead, lead_out = _in_thread(batching.encode_queries, QUESTIONS[:1])
+    assert recorder.query_entered.wait(30), "the first question never reached the model"
+    others = [_in_thread(batching.encode_queries, [q]) for q in QUESTIONS[1:]]
+    deadline = time.monotonic() + 30
+    while batching.queries_waiting < len(others) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert batching.queries_waiting == len(others), "questions did not queue"
+    hold.set()
+    for t, _ in [(lead, lead_out), *others]:
+        t.join(60)
+        assert not t.is_alive()
+    # One inner call for the lone first question, one for the five that queued behind it; no
+    # document call, and each question got its own query vector.
+    assert recorder.calls == []
+    assert len(recorder.query_calls) == 2 and recorder.query_calls[0] == QUESTIONS[:1]
+    assert sorted(recorder.query_calls[1]) == sorted(QUESTIONS[1:])
+    for q, (_, out) in zip(QUESTIONS, [(lead, lead_out), *others], strict=True):
+        assert "error" not in out
+        np.testing.assert_allclose(
+            _vectors(out["result"]), _vectors(shared_embedder.encode_queries([q])), atol=1e-5
+        )
+
+
+def test_a_question_never_waits_behind_a_document_batch(recorder: Recording) -> None:
+    batching = _batching(recorder)
+    _hold_first_call(recorder)
+    doc, doc_out = _in_thread(batching.encode_documents, TEXTS[:4])
+    assert recorder.entered.wait(30), "the document call never reached the model"
+    question, question_out = _in_thread(batching.encode_queries, QUESTIONS[:1])
+    question.join(30)
+    # The question came back while the document batch is still held in the model.
+    assert not question.is_alive() and "result" in question_out
+    assert doc.is_alive()
+    _release(recorder)
+    doc.join(60)
+    assert "result" in doc_out and len(doc_out["result"]) == 4
+
+
+# -- everything else passes through ----------------------------------------------------------
+def test_queries_and_attributes_pass_straight_through_when_queries_are_off(
+    recorder: Recording, shared_embedder: Any
+) -> None:
+    batching = _batching(recorder, queries=False)
     assert isinstance(batching, Embedder)
+    assert not batching.coalesces_queries
     assert batching.dimension == shared_embedder.dimension
     assert batching.has_sparse is False
     assert batching.count_tokens("library catalogue") == shared_embedder.count_tokens(
@@ -334,7 +411,7 @@ def test_queries_and_attributes_pass_straight_through(
     )
     assert batching.is_loaded is True  # __getattr__ → the inner embedder
     got = batching.encode_queries(["catalogue search"])
-    assert recorder.query_calls == 1 and recorder.calls == []
+    assert recorder.query_calls == [["catalogue search"]] and recorder.calls == []
     np.testing.assert_allclose(
         _vectors(got), _vectors(shared_embedder.encode_queries(["catalogue search"])), atol=1e-6
     )
