@@ -48,7 +48,7 @@ def sentence_rows(data: Path, cache: Path | None) -> list[dict]:
         row = json.loads(line)
         spans = row["spans"]
         # As the API does: sentences that assert nothing (preambles, abstentions) are not judged.
-        pieces = [p for p in split_answer(row["answer"]) if not p.skip]
+        pieces = [p for p in split_answer(row["answer"], row["question"]) if not p.skip]
         texts = [p.text for p in pieces]
         verdicts = verifier.verify(texts, row["sources"], row["question"])
         if not pieces:  # nothing checkable (an abstention): the response counts as supported

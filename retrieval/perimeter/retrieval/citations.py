@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 
 from perimeter.domain import ScoredChunk
 from perimeter.retrieval.prompt import NOT_FOUND
-from perimeter.retrieval.verifier import ClaimVerifier, EmbedFn, is_preamble
+from perimeter.retrieval.verifier import (
+    SELF_UNSUPPORTED,
+    ClaimVerifier,
+    EmbedFn,
+    asserts_values,
+    is_preamble,
+)
 from perimeter.textproc import analyze, sentence_spans
 
 MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
@@ -34,7 +40,13 @@ ABSTAIN_PATTERNS = re.compile(
     r"contained|stated) in the (?:documents|sources|context|passages?)|i don't know|"
     r"i do not know|no information|not enough information|does not (?:contain|mention|provide)|"
     r"(?:passages?|sources?|documents?|context) (?:do(?:es)? not|don't|doesn't) "
-    r"(?:contain|mention|provide|include|say|specify|state))",
+    r"(?:contain|mention|provide|include|say|specify|state)|"
+    # RAGTruth's refusal wording, and statements that the sources lack something: both are
+    # about the sources' coverage, not claims about the world.
+    r"unable to (?:answer|provide|find|determine)|"
+    r"no (?:specific |further |additional |detailed |explicit )?(?:information|instructions|"
+    r"details|data|mention) (?:is|are|was|were) (?:provided|given|mentioned|included|available)|"
+    r"without (?:more|additional|further) (?:information|context|details))",
     re.IGNORECASE,
 )
 
@@ -95,14 +107,24 @@ class AnswerPiece:
 _LIST_MARKER = re.compile(r"^(?:\d{1,2}[.)]|[a-z][.)]|\(\w{1,2}\)|[*\-\u2022]+|#+)\s+")
 
 
-def split_answer(answer: str) -> list[AnswerPiece]:
+def split_answer(answer: str, question: str = "") -> list[AnswerPiece]:
+    """``question``: what was asked; a framing sentence may restate it ("Here is the answer
+    to the question "What is DNA?":") and still assert nothing."""
     pieces: list[AnswerPiece] = []
     for start, end in sentence_spans(answer):
         raw = answer[start:end]
         text = _LIST_MARKER.sub("", strip_markers(raw).strip())
         if not analyze(text):
             continue
-        skip = bool(ABSTAIN_PATTERNS.search(text)) or is_preamble(text)
+        # "..., although this is not mentioned in the passages" asserts something first: it is
+        # checked (and fails), not skipped as an abstention; so is an "abstention" that states
+        # a number or identifier ("No information is given, but the code is 7492.").
+        abstains = (
+            bool(ABSTAIN_PATTERNS.search(text))
+            and not SELF_UNSUPPORTED.search(text)
+            and not asserts_values(text, question)
+        )
+        skip = abstains or is_preamble(text, question)
         pieces.append(AnswerPiece(text, start, end, tuple(markers_in(raw)), skip))
     return pieces
 
@@ -140,7 +162,7 @@ def attribute(
     question: str = "",
     verifier: ClaimVerifier | None = None,
 ) -> Attribution:
-    pieces = split_answer(answer)
+    pieces = split_answer(answer, question)
     abstained = is_abstention(answer)
     verifier = verifier or ClaimVerifier(embed=embed)
     invalid: list[int] = []
