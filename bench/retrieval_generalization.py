@@ -2,11 +2,12 @@
 
 Embeds each collection once with the packaged MiniLM (whole documents, as the dense baseline
 does, and the pipeline's chunks at the given budgets, as ``records_for`` would), caches the vectors
-under ``bench/out/retgen/`` and then scores many fusion / BM25 / aggregation / feedback variants in
-numpy, next to the harness's own baselines (bm25s BM25, exact MiniLM, RRF k=60), with the same ranx
-metrics. It mirrors the shipped path: chunk texts are ``embedding_text(chunk)``, the lexical vectors
-come from :class:`Bm25SparseEncoder`, IDF is Qdrant's (``ln(1 + (N - n + 0.5) / (n + 0.5))`` over
-the collection's chunks), and hybrid lists are the two prefetches (``prefetch`` chunks each).
+under ``bench/out/retgen/`` and then scores many fusion / BM25 / aggregation / feedback /
+title-field variants in numpy, next to the harness's own baselines (bm25s BM25, exact MiniLM,
+RRF k=60), with the same ranx metrics. It mirrors the shipped path: chunk texts are
+``embedding_text(chunk)``, the lexical vectors come from :class:`Bm25SparseEncoder`, IDF is
+Qdrant's (``ln(1 + (N - n + 0.5) / (n + 0.5))`` over the collection's chunks), and hybrid lists
+are the two prefetches (``prefetch`` chunks each).
 
 The point is selection across collections: every variant is reported per set, and the summary
 ranks variants by their *worst* gain over that set's RRF baseline, so a setting only wins if it
@@ -52,9 +53,10 @@ class Collection:
 
 @dataclass
 class Chunks:
-    texts: list[str]
+    texts: list[str]  # embedding_text(chunk): what the dense side embeds
     doc_index: np.ndarray  # chunk -> position in doc_ids
     vecs: np.ndarray
+    chunks: list[Any]  # the Chunk objects, for field-aware lexical texts
 
 
 _embedder: Any = None
@@ -108,12 +110,14 @@ def load_collection(name: str, folder: Path, budgets: Sequence[tuple[int, int]])
     for max_tokens, overlap in budgets:
         texts: list[str] = []
         owner: list[int] = []
+        made: list[Any] = []
         for i, doc in enumerate(docs):
             for c in chunk_elements(_elements(doc), embedder().count_tokens, max_tokens, overlap):
                 texts.append(embedding_text(c))
                 owner.append(i)
+                made.append(c)
         vecs = _cached_vectors(f"{name}-chunks{max_tokens}-{overlap}", texts)
-        chunk_sets[max_tokens] = Chunks(texts, np.asarray(owner), vecs)
+        chunk_sets[max_tokens] = Chunks(texts, np.asarray(owner), vecs, made)
     return Collection(
         name,
         [d.id for d in docs],
@@ -313,15 +317,23 @@ class Variant:
     rm3: bool = False
     prefetch: int = 300
     dense_prf: int = 0  # Rocchio on embeddings: average the query with the top-n chunks
+    # BM25F-style field weight of the title (a chunk's section heading) on the sparse side: its
+    # terms count this many times, in the term frequencies and in the length (1: shipped).
+    title_weight: int = 1
+
+
+_runs: dict[tuple[str, str], dict[str, list[int]]] = {}  # (variant, set) -> ranked doc indexes
 
 
 def run_variant(col: Collection, v: Variant, k: int = 100) -> dict[str, float]:
     if v.chunk:
         ch = col.chunks[v.chunk]
-        vecs, owner, texts = ch.vecs, ch.doc_index, ch.texts
+        vecs, owner = ch.vecs, ch.doc_index
+        texts = [lexical_text(c, v.title_weight) for c in ch.chunks]
     else:
-        vecs, owner, texts = col.doc_vecs, None, None
-    lex = _lexical(col, v.chunk, texts)
+        vecs, owner = col.doc_vecs, None
+        texts = ["\n".join([d.title] * v.title_weight + [d.text]) for d in _corpus_cache[col.name]]
+    lex = _lexical(col, v.chunk, v.title_weight, texts)
     out: dict[str, list[int]] = {}
     sims = col.query_vecs @ vecs.T
     for row, (_q, text) in enumerate(col.queries.items()):
@@ -353,19 +365,44 @@ def run_variant(col: Collection, v: Variant, k: int = 100) -> dict[str, float]:
         else:
             raise ValueError(v.fusion)
         out[_q] = doc_ranking(fused, pool, k)
+    _runs[(v.name, col.name)] = out
     return evaluate(col, out)
 
 
-_lex_cache: dict[tuple[str, int], Lexical] = {}
+def lexical_text(chunk: Any, title_weight: int) -> str:
+    """The text the sparse encoder reads: ``embedding_text`` (the chunk, led by its section
+    title), with the title repeated so that it counts ``title_weight`` times. Repeating a field
+    is BM25F with one shared length normalisation (Robertson, Zaragoza & Taylor 2004): the
+    title's term frequencies and its share of the length are both multiplied by the weight."""
+    from perimeter.ingest.pipeline import embedding_text
+
+    text = embedding_text(chunk)
+    if title_weight <= 1 or not chunk.section:
+        return text
+    return "\n".join([text] + [chunk.section] * (title_weight - 1))
 
 
-def _lexical(col: Collection, chunk: int, texts: list[str] | None) -> Lexical:
-    key = (col.name, chunk)
+_lex_cache: dict[tuple[str, int, int], Lexical] = {}
+
+
+def _lexical(col: Collection, chunk: int, title_weight: int, texts: list[str]) -> Lexical:
+    key = (col.name, chunk, title_weight)
     if key not in _lex_cache:
-        if texts is None:
-            texts = [f"{d.title}\n{d.text}" for d in _corpus_cache[col.name]]
         _lex_cache[key] = Lexical(texts)
     return _lex_cache[key]
+
+
+def per_query_ndcg(col: Collection, run_idx: dict[str, list[int]]) -> dict[str, float]:
+    """nDCG@10 of each judged query (ranx, one query at a time), for paired comparisons."""
+    from perimeter.eval.metrics import evaluate_run
+
+    out: dict[str, float] = {}
+    for q, lst in run_idx.items():
+        if not any(v > 0 for v in col.qrels.get(q, {}).values()):
+            continue
+        run = {q: {col.doc_ids[d]: float(len(lst) - r) for r, d in enumerate(lst)}}
+        out[q] = evaluate_run({q: col.qrels[q]}, run)["ndcg@10"]
+    return out
 
 
 def variants(budgets: Sequence[int]) -> list[Variant]:
@@ -397,12 +434,52 @@ def variants(budgets: Sequence[int]) -> list[Variant]:
     return vs
 
 
+def field_variants(budgets: Sequence[int], title_weights: Sequence[int]) -> list[Variant]:
+    """Issue #13's untried candidates: the title as a weighted BM25F field on the sparse side
+    (across the BM25 and fusion settings the grid above found best), and document-level
+    aggregation by the sum of a document's top-2 chunks."""
+    vs: list[Variant] = []
+    for c in budgets:
+        for tw in title_weights:
+            for k1, b, avg in ((1.2, 0.9, 100.0), (1.2, 0.75, 100.0), (0.9, 0.4, None)):
+                a = "mean" if avg is None else "100"
+                for fusion, rk, w in (
+                    ("rrf", 20, (1.0, 1.5)),
+                    ("rrf", 60, (1.0, 1.0)),
+                    ("dbsf", 0, (1.0, 1.0)),
+                    ("sparse", 0, (1.0, 1.0)),
+                ):
+                    name = (
+                        f"tw={tw} {fusion}{rk if fusion == 'rrf' else ''} w={w} "
+                        f"k1={k1} b={b} avg={a} c{c}"
+                    )
+                    vs.append(Variant(name, c, k1, b, avg, fusion, rk, w, title_weight=tw))
+            for lvl in ("top2", "max"):
+                vs.append(
+                    Variant(
+                        f"tw={tw} rrf20 lvl={lvl} shipped-bm25 c{c}",
+                        c,
+                        doc_level=lvl,
+                        title_weight=tw,
+                    )
+                )
+    return vs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", action="append", required=True, help="NAME=BEIR_DIR")
     parser.add_argument("--chunks", default="200:40", help="max:overlap budgets, comma-separated")
     parser.add_argument("--json-out", type=Path, default=OUT / "variants.json")
     parser.add_argument("--only", default="", help="substring filter on variant names")
+    parser.add_argument(
+        "--title-weights",
+        default="1,2,3",
+        help="BM25F title weights of the field variants, comma-separated",
+    )
+    parser.add_argument(
+        "--paired", type=int, default=8, help="paired per-query counts for the top N variants"
+    )
     args = parser.parse_args(argv)
     budgets = [tuple(int(x) for x in b.split(":")) for b in args.chunks.split(",") if b]
     from perimeter.eval.beir import load_beir
@@ -418,7 +495,10 @@ def main(argv: list[str] | None = None) -> None:
     for c in cols:
         print(c.name, {k: round(v["ndcg@10"], 4) for k, v in base[c.name].items()})
     results: dict[str, dict[str, dict[str, float]]] = {}
-    vs = [v for v in variants([b[0] for b in budgets]) if args.only in v.name]
+    sizes = [b[0] for b in budgets]
+    weights = [int(w) for w in args.title_weights.split(",") if w]
+    every = variants(sizes) + field_variants(sizes, weights)
+    vs = [v for v in every if args.only in v.name or v.name == f"shipped c{sizes[0]}"]
     started = time.perf_counter()
     for v in vs:
         results[v.name] = {c.name: run_variant(c, v) for c in cols}
@@ -436,6 +516,20 @@ def main(argv: list[str] | None = None) -> None:
             for c in cols
         )
         print(f"| {name} | {cells} | {worst(name):+.4f} |")
+    # Paired view of the leaders against the shipped configuration: per set, how many queries
+    # each one improves / worsens (nDCG@10), since one query moves a mean by up to ~0.02.
+    reference = f"shipped c{sizes[0]}"
+    ref_q = {c.name: per_query_ndcg(c, _runs[(reference, c.name)]) for c in cols}
+    print(f"paired against {reference} (queries better / worse / tied, per set):")
+    for name in sorted(results, key=worst, reverse=True)[: args.paired]:
+        counts = []
+        for c in cols:
+            mine = per_query_ndcg(c, _runs[(name, c.name)])
+            diffs = [mine[q] - ref_q[c.name][q] for q in mine]
+            up = sum(d > 1e-9 for d in diffs)
+            down = sum(d < -1e-9 for d in diffs)
+            counts.append(f"{c.name} {up}/{down}/{len(diffs) - up - down}")
+        print(f"  {name}: {', '.join(counts)}")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps({"baselines": base, "variants": results}, indent=1))
 
