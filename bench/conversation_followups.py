@@ -5,6 +5,7 @@ through the conversation, and of the follow-up alone, on the shipped retrieval p
     .venv/bin/python -m bench.conversation_followups                 # carry-forward rewrite
     .venv/bin/python -m bench.conversation_followups --llm           # + the packaged SmolLM2
     .venv/bin/python -m bench.conversation_followups --llm --json-out /tmp/followups.json
+    .venv/bin/python -m bench.conversation_followups --collection cacm   # the held-out set
 
 The corpus is indexed once; each rewrite variant is then measured on the same index. With
 ``--llm`` the packaged SmolLM2-135M GGUF is started behind llama-cpp-python's server (as
@@ -26,6 +27,8 @@ from typing import Any
 
 from bench.common import CISI_DIR
 
+CACM_DIR = Path(os.environ.get("PERIMETER_CACM_DIR", str(CISI_DIR.parent / "cacm")))
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -33,12 +36,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "cisi_followups.jsonl"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+# The CISI set is the development set; the CACM set was written afterwards, from CACM's queries,
+# before any rewrite was measured on it, to check that a change generalises (BENCHMARKS.md).
+SETS = {"cisi": DATA / "cisi_followups.jsonl", "cacm": DATA / "cacm_followups.jsonl"}
+
+
+def _collection(name: str) -> tuple[list[Any], dict[str, dict[str, int]]]:
+    """(documents, judgments) of CISI or CACM, from their SMART files."""
+    from perimeter.eval.beir import CorpusDoc
+    from perimeter.eval.smart import parse_rel, parse_smart
+
+    folder, docs_file, rel_file = (
+        (CISI_DIR, "CISI.ALL", "CISI.REL")
+        if name == "cisi"
+        else (CACM_DIR, "cacm.all", "qrels.text")
+    )
+    records = parse_smart((folder / docs_file).read_text(encoding="latin-1"))
+    docs = [CorpusDoc(r.id, r.get("T"), r.get("W")) for r in records]
+    qrels = parse_rel((folder / rel_file).read_text(encoding="latin-1"))
+    known = {d.id for d in docs}
+    return docs, {q: {d: v for d, v in rels.items() if d in known} for q, rels in qrels.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", type=Path, default=SET, help="follow-up pairs (JSONL)")
+    ap.add_argument("--collection", default="cisi", choices=sorted(SETS))
+    ap.add_argument(
+        "--set", type=Path, default=None, help="follow-up pairs (JSONL); default: the collection's"
+    )
     ap.add_argument("--mode", default="hybrid", choices=["dense", "sparse", "hybrid"])
     ap.add_argument("--llm", action="store_true", help="also measure the LLM rewrite (SmolLM2)")
     ap.add_argument("--llm-threads", type=int, default=2)
@@ -49,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         "started by hand) instead of starting the packaged SmolLM2",
     )
     ap.add_argument("--llm-model", default="smollm2-135m-instruct")
+    ap.add_argument(
+        "--history-weights",
+        type=lambda text: [float(w) for w in text.split(",") if w.strip()],
+        default=[0.0],
+        help="further conversation.history_weight values measured on the same index, "
+        "comma-separated (default 0: the rewritten query alone)",
+    )
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -56,21 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING)
 
-    from perimeter.eval.beir import CorpusDoc
     from perimeter.eval.followups import load_followups, run_followup_eval
     from perimeter.eval.pipeline_system import PipelineSearchSystem
-    from perimeter.eval.smart import parse_rel, parse_smart
     from perimeter.retrieval.conversation import ConversationRewriter
     from perimeter.settings import Settings
 
-    pairs = load_followups(args.set)
-    records = parse_smart((CISI_DIR / "CISI.ALL").read_text(encoding="latin-1"))
-    docs = [CorpusDoc(r.id, r.get("T"), r.get("W")) for r in records]
-    qrels = parse_rel((CISI_DIR / "CISI.REL").read_text(encoding="latin-1"))
-    known = {d.id for d in docs}
-    qrels = {q: {d: v for d, v in rels.items() if d in known} for q, rels in qrels.items()}
+    set_path = args.set if args.set is not None else SETS[args.collection]
+    pairs = load_followups(set_path)
+    docs, qrels = _collection(args.collection)
 
-    results: dict[str, Any] = {"set": str(args.set), "documents": len(docs), "runs": {}}
+    results: dict[str, Any] = {
+        "collection": args.collection,
+        "set": str(set_path),
+        "documents": len(docs),
+        "runs": {},
+    }
     settings = Settings()
     with PipelineSearchSystem(settings) as system:
         t0 = time.perf_counter()
@@ -81,8 +114,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         results["index_seconds"] = round(index_s, 1)
+        # The shipped weight of the earlier turns' own queries first, then the others asked for
+        # (0: the rewritten query alone, as before conversation.history_weight).
+        weights = [settings.conversation.history_weight]
+        weights += [w for w in args.history_weights if w not in weights]
         variants: list[tuple[str, ConversationRewriter]] = [
-            ("carry", ConversationRewriter(None, use_llm=False))
+            (
+                f"carry, history_weight {w}",
+                ConversationRewriter(None, use_llm=False, history_weight=w),
+            )
+            for w in weights
         ]
         server = None
         if args.llm or args.llm_url:
@@ -111,10 +152,18 @@ def main(argv: list[str] | None = None) -> int:
                 max_tokens=64,
                 temperature=0.0,
             )
-            variants.append(("llm", ConversationRewriter(llm, use_llm=True)))
+            variants.append(
+                (
+                    "llm",
+                    ConversationRewriter(
+                        llm, use_llm=True, history_weight=settings.conversation.history_weight
+                    ),
+                )
+            )
         try:
             for name, rewriter in variants:
                 report = run_followup_eval(system, pairs, qrels, rewriter, mode=args.mode)
+                print(f"## {name}")
                 print(report.to_table())
                 print()
                 results["runs"][name] = report.to_dict()

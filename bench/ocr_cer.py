@@ -6,10 +6,16 @@ and 300 dpi, rotated by up to 1 degree and with speckle noise plus a slight blur
 through Perimeter's own path twice:
 
 * as a PNG upload: decoded by ``image_frames`` (what the parser does for images), and
-* inside an image-only PDF (no text layer): rendered by ``pdf_page_images`` with pdfium at
-  ``--pdf-dpi``, as the parser does for PDF pages without text,
+* inside an image-only PDF (no text layer; Pillow stores the page as JPEG): rendered by
+  ``pdf_page_images`` with pdfium, as the parser does for PDF pages without text,
 
-then read by ``RapidOcrEngine.recognize``.
+then read by ``RapidOcrEngine.recognize``. ``--configs`` lists how PDF pages are read, as
+``PDF_DPI/MAX_SIDE`` pairs: the render resolution (``scan:300``, the parser's way: each page's
+scan resolution up to 300, ``render_dpi`` with ``match_scan``; ``300``: every page at 300) and the
+engine's ``max_side`` (RapidOCR scales a larger page image down to it before reading; left out,
+``max_side_for`` the dpi, as the parser sets it). Every configuration reads each
+page in turn, so a change of machine load during the run weighs on all alike; a PNG upload is
+decoded as it is, so only ``max_side`` applies to it. ``--routes pdf`` skips the PNG reads.
 
 Printed: the character error rate (Levenshtein distance over the reference length, whitespace
 runs counted as one space) per variant and overall, the same without the re-spacing of run-on
@@ -18,6 +24,7 @@ page, the engine already loaded) with ``--threads`` ONNX Runtime threads.
 
     python -m bench.ocr_cer                   # the full grid: 4 fonts x 3 dpi, PNG and PDF
     python -m bench.ocr_cer --fonts 1 --dpis 200   # a smoke run
+    python -m bench.ocr_cer --configs 200/2000 300 scan:300   # old, every page at 300, shipped
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from bench.common import git_rev, machine
 from perimeter.backends import ocr as ocr_module
@@ -67,22 +76,89 @@ ROTATIONS = (0.0, 0.6, -0.9, 0.3)
 NOISES = (0.0, 0.004, 0.01)
 
 
+@dataclass(frozen=True)
+class Config:
+    """How a page is read: the PDF render resolution (or each scan's own, ``native``) and the
+    engine's ``max_side``. PNG uploads are decoded as they are, so only ``max_side`` applies."""
+
+    pdf_dpi: str
+    max_side: int
+
+    @classmethod
+    def parse(cls, text: str) -> Config:
+        """``scan:300`` (the parser's reading: each scan's own resolution up to 300, max_side
+        derived from 300), ``300`` (every page rendered at 300) or ``200/2000`` (an explicit
+        max_side)."""
+        dpi, _, side = text.partition("/")
+        cap = int(dpi.removeprefix("scan:"))
+        return cls(dpi, int(side) if side else ocr_module.max_side_for(cap))
+
+    @property
+    def name(self) -> str:
+        return f"{self.pdf_dpi}/{self.max_side}"
+
+
+# What the parser ships: PERIMETER_PARSER__OCR_DPI's default as the cap of each scan's own
+# resolution, max_side derived from it.
+DEFAULT_CONFIG = f"scan:{ocr_module.DEFAULT_OCR_DPI}"
+
+
+def _summary(rows: list[dict[str, Any]], dpis: list[int]) -> dict[str, Any]:
+    def cer(selected: list[dict[str, Any]]) -> float | None:
+        return round(statistics.fmean(r["cer"] for r in selected), 4) if selected else None
+
+    def pages_per_s(selected: list[dict[str, Any]]) -> float | None:
+        seconds = sum(r["seconds"] for r in selected)
+        return round(len(selected) / seconds, 3) if seconds else None
+
+    routes = sorted({r["route"] for r in rows})
+    by_route = {route: [r for r in rows if r["route"] == route] for route in routes}
+    return {
+        "pages": len(rows),
+        "cer_mean": cer(rows),
+        "cer_max": max(r["cer"] for r in rows),
+        "cer_mean_without_respace": round(
+            statistics.fmean(r["cer_without_respace"] for r in rows), 4
+        ),
+        **{f"cer_mean_{route}": cer(selected) for route, selected in by_route.items()},
+        "cer_by_route_and_dpi": {
+            route: {str(d): cer([r for r in selected if r["dpi"] == d]) for d in dpis}
+            for route, selected in by_route.items()
+        },
+        "pages_per_s": pages_per_s(rows),
+        **{f"pages_per_s_{route}": pages_per_s(selected) for route, selected in by_route.items()},
+        "seconds_per_page_median": round(statistics.median(r["seconds"] for r in rows), 2),
+        "confidence_min": round(min(r["confidence"] or 0.0 for r in rows), 4),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fonts", type=int, default=len(FONTS), help="how many of the fonts")
     ap.add_argument("--dpis", type=int, nargs="+", default=[150, 200, 300])
-    ap.add_argument("--pdf-dpi", type=int, default=200, help="render dpi for image-only PDFs")
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        type=Config.parse,
+        default=[Config.parse(DEFAULT_CONFIG)],
+        help="[scan:]PDF_DPI[/MAX_SIDE], read in turn page by page (default: the parser's)",
+    )
+    ap.add_argument("--routes", nargs="+", choices=["png", "pdf"], default=["png", "pdf"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--point-size", type=float, default=11.0)
+    ap.add_argument("--texts", action="store_true", help="print what was read, per page")
     args = ap.parse_args()
+    configs: list[Config] = args.configs
 
     # Re-spacing is applied below per line, so both variants come from one OCR call.
-    engine = RapidOcrEngine(threads=args.threads)
-    engine.respace_english = False
-    engine.warm_up()
+    engines: dict[int, RapidOcrEngine] = {}
+    for side in sorted({c.max_side for c in configs}):
+        engines[side] = RapidOcrEngine(threads=args.threads, max_side=side)
+        engines[side].respace_english = False
+        engines[side].warm_up()
     load = os.getloadavg()[0]
 
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for f_index, font in enumerate(FONTS[: args.fonts]):
@@ -105,17 +181,29 @@ def main() -> None:
                 png.write_bytes(scans.png_bytes(image, dpi))
                 pdf = folder / f"p{k}.pdf"
                 pdf.write_bytes(scans.image_pdf_bytes([image], dpi))
-                for route, path in (("png", png), ("pdf", pdf)):
+                # Each configuration reads the page in turn: a change of machine load during
+                # the run weighs on all of them alike.
+                reads: list[tuple[str, Config]] = []
+                if "png" in args.routes:
+                    sides = sorted({c.max_side for c in configs})
+                    reads += [("png", next(c for c in configs if c.max_side == s)) for s in sides]
+                if "pdf" in args.routes:
+                    reads += [("pdf", c) for c in configs]
+                for route, config in reads:
                     started = time.perf_counter()
                     if route == "png":
-                        _, page_image = next(ocr_module.image_frames(path))
+                        _, page_image = next(ocr_module.image_frames(png))
                     else:
-                        _, page_image = next(ocr_module.pdf_page_images(path, [1], args.pdf_dpi))
-                    page = engine.recognize(page_image)
+                        match_scan = config.pdf_dpi.startswith("scan:")
+                        render = int(config.pdf_dpi.removeprefix("scan:"))
+                        _, page_image = next(
+                            ocr_module.pdf_page_images(pdf, [1], render, match_scan)
+                        )
+                    page = engines[config.max_side].recognize(page_image)
                     seconds = time.perf_counter() - started
                     raw = " ".join(line.text for line in page.lines)
                     # What the engine returns with re-spacing on (the default): respace per line.
-                    shipped = " ".join(ocr_module.respace(line.text) for line in page.lines)
+                    read_text = " ".join(ocr_module.respace(line.text) for line in page.lines)
                     rows.append(
                         {
                             "font": font,
@@ -123,7 +211,9 @@ def main() -> None:
                             "rotate_deg": rotate,
                             "noise": noise,
                             "route": route,
-                            "cer": round(scans.character_error_rate(reference, shipped), 4),
+                            "config": config.name if route == "pdf" else f"-/{config.max_side}",
+                            "read_px": list(page_image.size),
+                            "cer": round(scans.character_error_rate(reference, read_text), 4),
                             "cer_without_respace": round(
                                 scans.character_error_rate(reference, raw), 4
                             ),
@@ -131,41 +221,30 @@ def main() -> None:
                             "seconds": round(seconds, 2),
                         }
                     )
+                    if args.texts:
+                        print(json.dumps({"read": read_text, "reference": reference}))
                     print(json.dumps(rows[-1]), flush=True)
 
-    def total_cer(selected: list[dict[str, object]]) -> float:
-        return round(statistics.fmean(float(r["cer"]) for r in selected), 4)  # type: ignore[arg-type]
-
-    shipped = rows
-    timed = [float(r["seconds"]) for r in shipped]  # type: ignore[arg-type]
+    by_config: dict[str, Any] = {}
+    for config in configs:
+        mine = [
+            r
+            for r in rows
+            if r["config"] == config.name
+            or (r["route"] == "png" and r["config"] == f"-/{config.max_side}")
+        ]
+        by_config[config.name] = _summary(mine, args.dpis)
     result = {
         "bench": "ocr_cer",
         "machine": machine(),
         "git": git_rev(),
         "load_1m_at_start": round(load, 2),
+        "load_1m_at_end": round(os.getloadavg()[0], 2),
         "engine": f"rapidocr-onnxruntime {version('rapidocr-onnxruntime')}",
         "threads": args.threads,
-        "pdf_dpi": args.pdf_dpi,
+        "routes": args.routes,
         "point_size": args.point_size,
-        "pages": len(shipped),
-        "cer_mean": total_cer(shipped),
-        "cer_max": max(float(r["cer"]) for r in shipped),  # type: ignore[arg-type]
-        "cer_mean_png": total_cer([r for r in shipped if r["route"] == "png"]),
-        "cer_mean_pdf": total_cer([r for r in shipped if r["route"] == "pdf"]),
-        "cer_mean_by_dpi": {
-            str(d): total_cer([r for r in shipped if r["dpi"] == d]) for d in args.dpis
-        },
-        "cer_mean_without_respace": round(
-            statistics.fmean(float(r["cer_without_respace"]) for r in rows),  # type: ignore[arg-type]
-            4,
-        ),
-        "pages_per_s": round(len(timed) / sum(timed), 3),
-        "pages_per_s_pdf": round(
-            len([r for r in shipped if r["route"] == "pdf"])
-            / sum(float(r["seconds"]) for r in shipped if r["route"] == "pdf"),  # type: ignore[arg-type]
-            3,
-        ),
-        "seconds_per_page_median": round(statistics.median(timed), 2),
+        "by_config": by_config,
     }
     print(json.dumps(result))
 

@@ -16,7 +16,7 @@ from perimeter.backends.bm25_sparse import Bm25SparseEncoder
 from perimeter.backends.cross_encoder_reranker import CrossEncoderReranker
 from perimeter.backends.micro_batching import MicroBatchingEmbedder
 from perimeter.backends.model_paths import force_offline
-from perimeter.backends.ocr import RapidOcrEngine
+from perimeter.backends.ocr import RapidOcrEngine, max_side_for
 from perimeter.backends.openai_llm import LLMUnavailable, OpenAICompatibleLLM
 from perimeter.backends.protocols import (
     BlobStorage,
@@ -472,6 +472,8 @@ def build_services(
             languages=settings.parser.ocr_languages,
             threads=settings.parser.ocr_threads,
             min_confidence=settings.parser.ocr_min_confidence,
+            # Pages rendered at ocr_dpi are read at it, not scaled down to RapidOCR's default.
+            max_side=max_side_for(settings.parser.ocr_dpi),
         )
         if settings.parser.ocr_enabled
         else None
@@ -560,5 +562,6 @@ def build_services(
             ),
             max_history_turns=settings.conversation.max_history_turns,
             max_tokens=settings.conversation.rewrite_max_tokens,
+            history_weight=settings.conversation.history_weight,
         ),
     )

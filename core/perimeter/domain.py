@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,17 @@ def document_id_for(tenant_id: str, content_hash: str, kb: str = DEFAULT_KB) -> 
     scope = tenant_id if kb == DEFAULT_KB else f"{tenant_id}:{kb}"
     key = f"doc:{scope}:{content_hash}"
     return uuid.uuid5(ID_NAMESPACE, key).hex
+
+
+def mean_ocr_confidence(pieces: Iterable[tuple[str, float | None]]) -> float | None:
+    """Character-weighted mean of the confidences of the (text, confidence) pieces read by OCR,
+    rounded to 4 places; None when none was. Weighting by characters keeps a one-word line read
+    at 0.6 from counting as much as a paragraph read at 0.98."""
+    weighted = [(c, len(t)) for t, c in pieces if c is not None]
+    chars = sum(n for _, n in weighted)
+    if not chars:
+        return None
+    return round(sum(c * n for c, n in weighted) / chars, 4)
 
 
 def point_id_for(document_id: str, chunk_index: int) -> str:
@@ -108,6 +120,10 @@ class Chunk:
     page: int | None
     section: str | None
     token_count: int
+    # Character-weighted mean OCR confidence (0..1) of the chunk's text when it was read from a
+    # page image; None for text from a text layer. A reader of a citation can tell a scan's
+    # doubtful reading ("1,250" or "1,260"?) from the document's own text.
+    ocr_confidence: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +136,33 @@ class SparseVector:
 class EncodedText:
     dense: list[float]
     sparse: SparseVector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContextQuery:
+    """A further query fused into a hybrid search beside the main one (a follow-up's earlier
+    turn): its vectors and its weight relative to the main query's lists."""
+
+    dense: list[float]
+    sparse: SparseVector | None
+    weight: float
+
+
+def fusion_queries(
+    dense: list[float],
+    sparse: SparseVector | None,
+    context: Sequence[ContextQuery],
+    fusion: str,
+) -> list[ContextQuery]:
+    """The queries a hybrid search fuses: the main one at weight 1, then the context queries.
+
+    Only RRF takes per-list weights; DBSF would fuse an earlier turn's lists as strongly as the
+    question's own, so under DBSF the main query is searched alone. A context query of weight
+    0 or less adds nothing and is left out."""
+    main = ContextQuery(dense, sparse, 1.0)
+    if fusion != "rrf":
+        return [main]
+    return [main, *(q for q in context if q.weight > 0)]
 
 
 @dataclass(slots=True)
@@ -139,6 +182,7 @@ class ChunkRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
     kb: str = DEFAULT_KB
+    ocr_confidence: float | None = None  # as ``Chunk.ocr_confidence``
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +211,7 @@ class ScoredChunk:
     score: float
     dense_score: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    ocr_confidence: float | None = None  # as ``Chunk.ocr_confidence``
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +251,10 @@ class DocumentRecord:
     updated_at: datetime
     groups: list[str] = field(default_factory=list)
     kb: str = DEFAULT_KB
+    # Pages (1-based) whose text came from OCR, and the character-weighted mean confidence of
+    # that text (0..1; None when no page was OCR'd): an operator sees which scans read badly.
+    ocr_pages: list[int] = field(default_factory=list)
+    ocr_confidence: float | None = None
 
 
 @dataclass(slots=True)

@@ -321,11 +321,14 @@ class ParserSettings(BaseModel):
         "languages (en, de, fr, es, it, nl, pt) and Chinese (ch).",
     )
     ocr_dpi: int = Field(
-        default=200,
+        default=300,
         ge=72,
         le=400,
-        description="Resolution PDF pages are rendered at for OCR. 200 reads 9-pt text; more "
-        "costs time roughly with the square.",
+        description="Highest resolution OCR reads a page at. A scanned PDF page is rendered at "
+        "its scan's own resolution up to this (a page without a scan picture at this); images "
+        "larger than an A4 page at it are scaled down to that. 300 read the bench's image-only "
+        "PDFs with 1.6 % CER where 200 read with 2.2 % (BENCHMARKS.md); more costs time "
+        "roughly with the square.",
     )
     ocr_threads: int = Field(
         default=2, ge=1, description="CPU threads of one OCR call (ONNX Runtime intra-op)."
@@ -728,6 +731,16 @@ class ConversationSettings(BaseModel):
         ge=1,
         le=50,
         description="Earlier turns the rewrite reads (the most recent ones).",
+    )
+    history_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="A follow-up's earlier turns are also searched as queries of their own, "
+        "fused into the hybrid search (RRF) at this weight per turn back (0.5: the previous "
+        "turn at half the question's weight, the one before at a quarter). 0: only the rewritten "
+        "query is searched. Measured on CISI and CACM follow-ups (BENCHMARKS.md, Follow-up "
+        "questions).",
     )
     retention_days: int = Field(
         default=90,

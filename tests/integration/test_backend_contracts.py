@@ -101,6 +101,51 @@ def test_metadata_store_status_jobs_and_attempts(metadata: SqlMetadataStore) -> 
     assert job.document_id == doc_id and metadata.record_attempt(doc_id) == 1
 
 
+def test_metadata_store_records_ocr_pages_and_confidence(metadata: SqlMetadataStore) -> None:
+    doc_id = _new_document(metadata, "acme", "o")
+    fresh = metadata.get_document("acme", doc_id)
+    assert fresh is not None and (fresh.ocr_pages, fresh.ocr_confidence) == ([], None)
+    assert metadata.set_status(
+        doc_id, DocumentStatus.EMBEDDING, pages=3, ocr_pages=(2, 3), ocr_confidence=0.9312
+    )
+    # A later move that says nothing of OCR keeps the record.
+    assert metadata.set_status(doc_id, DocumentStatus.INDEXED, chunk_count=4, pages=3)
+    doc = metadata.get_document("acme", doc_id)
+    assert doc is not None and doc.ocr_pages == [2, 3]
+    assert doc.ocr_confidence == pytest.approx(0.9312)
+    assert metadata.list_documents("acme")[0].ocr_pages == [2, 3]
+    # A re-parse that OCR'd nothing (the same file with a text layer read) clears it.
+    assert metadata.set_status(doc_id, DocumentStatus.EMBEDDING, ocr_pages=())
+    cleared = metadata.get_document("acme", doc_id)
+    assert cleared is not None and (cleared.ocr_pages, cleared.ocr_confidence) == ([], None)
+
+
+def test_an_older_metadata_database_gains_the_ocr_columns(sql_url: str) -> None:
+    import sqlalchemy as sa
+
+    store = SqlMetadataStore(sql_url)
+    store.create_schema()
+    doc_id = _new_document(store, "acme", "u")
+    with store.engine.begin() as conn:  # as a database made before OCR was recorded
+        conn.execute(sa.text("ALTER TABLE documents DROP COLUMN ocr_pages"))
+        conn.execute(sa.text("ALTER TABLE documents DROP COLUMN ocr_confidence"))
+    store.close()
+    upgraded = SqlMetadataStore(sql_url)
+    try:
+        upgraded.create_schema()
+        old = upgraded.get_document("acme", doc_id)
+        assert old is not None and (old.ocr_pages, old.ocr_confidence) == ([], None)
+        assert upgraded.set_status(
+            doc_id, DocumentStatus.INDEXED, ocr_pages=[1], ocr_confidence=0.88
+        )
+        doc = upgraded.get_document("acme", doc_id)
+        assert doc is not None and doc.ocr_pages == [1]
+        assert doc.ocr_confidence == pytest.approx(0.88)
+        upgraded.create_schema()  # idempotent: nothing left to add
+    finally:
+        upgraded.close()
+
+
 def test_metadata_store_delete_and_status_of_a_deleted_document(
     metadata: SqlMetadataStore,
 ) -> None:

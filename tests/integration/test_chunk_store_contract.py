@@ -8,6 +8,7 @@ document is being written), siblings, and the same top-k for the same corpus and
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from perimeter.backends.bm25_sparse import Bm25SparseEncoder
 from perimeter.backends.protocols import ChunkStore
 from perimeter.backends.qdrant_edge_store import QdrantEdgeChunkStore
 from perimeter.backends.qdrant_store import QdrantChunkStore
-from perimeter.domain import ChunkRecord, SearchFilter, SparseVector, point_id_for
+from perimeter.domain import ChunkRecord, ContextQuery, SearchFilter, SparseVector, point_id_for
 
 pytestmark = pytest.mark.integration
 
@@ -152,6 +153,23 @@ def test_payload_round_trips_into_scored_chunks(store: ChunkStore) -> None:
     by_index = {c.chunk_index: c for c in hybrid}
     assert by_index[0].dense_score == pytest.approx(1.0, abs=1e-5)
     assert by_index[1].dense_score is not None and by_index[1].dense_score < 1.0
+
+
+def test_ocr_confidence_round_trips_in_every_search(store: ChunkStore) -> None:
+    """A chunk read from a scan keeps its OCR confidence through either engine and every kind
+    of search; a chunk from a text layer reads back None, not 0 (which would say "unreadable")."""
+    scanned, typed = _records("doc-scan", 2)
+    scanned.ocr_confidence = 0.9312
+    store.upsert([scanned, typed])
+    flt = SearchFilter(tenant_id="t1")
+    searches = {
+        "dense": store.dense_search(_vec(0), flt, limit=2),
+        "sparse": store.sparse_search(SparseVector([1], [1.0]), flt, limit=2),
+        "hybrid": store.hybrid_search(_vec(0), SparseVector([1], [1.0]), flt, 2, 10),
+    }
+    for kind, hits in searches.items():
+        by_index = {c.chunk_index: c.ocr_confidence for c in hits}
+        assert by_index == {0: pytest.approx(0.9312), 1: None}, kind
 
 
 # -- isolation ---------------------------------------------------------------------------
@@ -405,3 +423,43 @@ def _same_ranking(kind: str, a: list[Any], b: list[Any]) -> None:
                 continue  # the tie at the cut-off
             assert c.point_id in scores, (kind, c.point_id)
             assert scores[c.point_id] == pytest.approx(c.score, rel=1e-4, abs=1e-6), kind
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+def test_context_queries_are_fused_at_their_weight(
+    tmp_path: Path, cisi_corpus: dict[str, Any], adapter: str
+) -> None:
+    """A follow-up's earlier turn searched beside it: the store fuses its dense and sparse lists
+    with the question's, each list at (the store's dense / sparse weight) x (the query's
+    weight), by Qdrant's RRF formula, 1 / (rank / weight + k - 1) summed over the lists."""
+    k, dense_w, sparse_w, depth = 20, 1.0, 1.5, 10
+    store = ADAPTERS[adapter](tmp_path, rrf_k=k, dense_weight=dense_w, sparse_weight=sparse_w)
+    try:
+        store.ensure_collection(len(cisi_corpus["records"][0].dense), sparse_idf=True)
+        store.upsert(cisi_corpus["records"])
+        flt = SearchFilter(tenant_id="t1")
+        queries = cisi_corpus["queries"]
+        for (dense, sparse), (c_dense, c_sparse) in itertools.pairwise(queries):
+            earlier = ContextQuery(c_dense, c_sparse, 0.5)
+            fused = store.hybrid_search(dense, sparse, flt, depth, depth, [earlier])
+            expected: dict[str, float] = {}
+            for hits, weight in (
+                (store.dense_search(dense, flt, depth), dense_w),
+                (store.sparse_search(sparse, flt, depth), sparse_w),
+                (store.dense_search(c_dense, flt, depth), dense_w * 0.5),
+                (store.sparse_search(c_sparse, flt, depth), sparse_w * 0.5),
+            ):
+                for rank, hit in enumerate(hits, start=1):
+                    score = 1.0 / (rank / weight + k - 1)
+                    expected[hit.point_id] = expected.get(hit.point_id, 0.0) + score
+            best = sorted(expected.values(), reverse=True)[:depth]
+            assert [c.score for c in fused] == pytest.approx(best, rel=1e-4), adapter
+            for c in fused:
+                assert c.score == pytest.approx(expected[c.point_id], rel=1e-4)
+            # Weight 0 adds nothing: the plain hybrid search.
+            silent = ContextQuery(c_dense, c_sparse, 0.0)
+            plain = store.hybrid_search(dense, sparse, flt, depth, depth)
+            with_silent = store.hybrid_search(dense, sparse, flt, depth, depth, [silent])
+            _same_ranking("weight 0", with_silent, plain)  # ties at the cut-off may swap
+    finally:
+        store.close()

@@ -134,6 +134,36 @@ def test_blank_scan_and_ocr_off_are_parse_errors(
         UnstructuredParser(ocr=None).parse(scan, PNG, "scan.png")
 
 
+def test_pdf_pages_render_at_their_scan_resolution(tmp_path: Path) -> None:
+    """With match_scan (the parser's way) a scanned page is rendered at the resolution it was
+    scanned at, up to the dpi asked for: the picture's own pixels, no resampling; a page
+    without a full-page picture, or match_scan off, at the dpi asked for."""
+    from perimeter.backends.ocr import pdf_page_images
+
+    def sides(dpi: int) -> list[int]:
+        return [round(side * dpi) for side in STRIP]
+
+    def close(size: tuple[int, int], want: list[int]) -> bool:
+        # pdfium rounds a rendered side up: a pixel more at most.
+        return all(0 <= got - w <= 1 for got, w in zip(size, want, strict=True))
+
+    for dpi in (150, 300):
+        path = tmp_path / f"scan{dpi}.pdf"
+        path.write_bytes(scans.image_pdf_bytes([_page(PAGE_ONE, dpi=dpi)], dpi))
+        [(_, native)] = pdf_page_images(path, [1], 300, match_scan=True)
+        assert close(native.size, sides(dpi)), (dpi, native.size)
+        [(_, capped)] = pdf_page_images(path, [1], 200, match_scan=True)
+        assert close(capped.size, sides(min(dpi, 200))), (dpi, capped.size)
+        [(_, fixed)] = pdf_page_images(path, [1], 200)
+        assert close(fixed.size, sides(200)), (dpi, fixed.size)
+    mixed = tmp_path / "mixed.pdf"
+    mixed.write_bytes(scans.mixed_pdf_bytes(["A typed page.", _page(PAGE_ONE)]))
+    # The typed page has no picture; the strip covers a quarter of its A4 page, not a scan.
+    sizes = [image.size for _, image in pdf_page_images(mixed, [1, 2], 100, match_scan=True)]
+    a4 = (827, 1169)  # A4 at 100 dpi
+    assert all(abs(g - w) <= 1 for size in sizes for g, w in zip(size, a4, strict=True)), sizes
+
+
 def test_unknown_language_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="ru"):
         RapidOcrEngine(languages=["en", "ru"])

@@ -190,7 +190,10 @@ def test_chat_completion_answers_from_the_uploaded_document(
     assert citations, f"no citations for: {content!r}"
     assert {c["document_id"] for c in citations} == {doc_id}
     first = citations[0]
-    assert set(first) == {"n", "document_id", "filename", "page", "snippet", "score"}
+    assert set(first) == {
+        "n", "document_id", "filename", "page", "snippet", "score", "ocr_confidence"
+    }  # fmt: skip
+    assert first["ocr_confidence"] is None  # a text layer, not OCR
     assert first["filename"] == "zorblax.md"
     assert "742 kelvin" in first["snippet"]
     # The text carries the answer, then a readable source list for clients that show only text.

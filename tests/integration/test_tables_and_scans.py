@@ -216,11 +216,37 @@ def test_scans_are_indexed_with_their_pages(stack: Stack, tmp_path: Path) -> Non
     job = stack.client.get(f"/v1/jobs/{docs[0]['job_id']}").json()
     assert job["status"] == "succeeded" and job["progress"] == 1.0
 
+    # The OCR confidence is on the document: which pages were read from images, how surely.
+    assert final[ids[0]]["ocr_pages"] == [2] and final[ids[1]]["ocr_pages"] == [1]
+    for doc_id in ids:
+        assert 0.8 < final[doc_id]["ocr_confidence"] <= 1.0, final[doc_id]
+    listed = {d["id"]: d for d in stack.client.get("/v1/documents").json()["documents"]}
+    assert listed[ids[0]]["ocr_confidence"] == final[ids[0]]["ocr_confidence"]
+
     best = _top(stack, "How much did the adjuster approve for the water damage?", ids[0])[0]
     assert best.page == 2 and "6,400" in best.text
-    assert _top(stack, "Which page says the scanned form follows?", ids[0])[0].page == 1
+    # ... and on every chunk read from a scan, never on the text layer's chunks.
+    assert best.ocr_confidence is not None and 0.8 < best.ocr_confidence <= 1.0
+    cover = _top(stack, "Which page says the scanned form follows?", ids[0])[0]
+    assert cover.page == 1 and cover.ocr_confidence is None
     badge = _top(stack, "Who got visitor badge 5531?", ids[1])[0]
     assert badge.page == 1 and "Tomas Berger" in badge.text
+    assert badge.ocr_confidence is not None and 0.8 < badge.ocr_confidence <= 1.0
+
+    # Citations say it too, next to the page (retrieval-only: no LLM in this stack).
+    response = stack.client.post(
+        "/v1/query",
+        json={
+            "question": "How much did the adjuster approve for the water damage?",
+            "retrieval_only": True,
+            "min_score": -1.0,  # both pages' chunks, the cover sheet too
+            "filters": {"document_ids": [ids[0]]},
+        },
+    )
+    assert response.status_code == 200, response.text
+    by_page = {s["page"]: s for s in response.json()["sources"]}
+    assert by_page[2]["ocr_confidence"] == best.ocr_confidence
+    assert by_page[1]["ocr_confidence"] is None
 
 
 def _png_claiming(width: int, height: int) -> bytes:

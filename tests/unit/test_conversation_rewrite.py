@@ -9,18 +9,22 @@ from pathlib import Path
 import pytest
 
 from perimeter.backends.openai_llm import OpenAICompatibleLLM
+from perimeter.eval.followups import load_followups
 from perimeter.retrieval.conversation import (
     ConversationRewriter,
     Turn,
     accept_rewrite,
     carry_forward,
     content_terms,
+    history_queries,
     leans_on_history,
 )
 
 pytestmark = pytest.mark.unit
 
 FOLLOWUPS = Path(__file__).resolve().parents[1] / "data" / "cisi_followups.jsonl"
+# Written from CACM's queries after the CISI set, to check that a rewrite change generalises.
+CACM = FOLLOWUPS.with_name("cacm_followups.jsonl")
 CYLINDERS = "What did the tests on thin-walled cylinders under axial compression find?"
 
 
@@ -190,13 +194,63 @@ def test_an_unreachable_llm_falls_back_to_carry_forward_and_reports_its_time() -
     )
 
 
-def test_the_follow_up_set_is_well_formed() -> None:
-    rows = [json.loads(line) for line in FOLLOWUPS.read_text(encoding="utf-8").splitlines()]
+@pytest.mark.parametrize(("path", "id_field"), [(FOLLOWUPS, "cisi_query_id"), (CACM, "query_id")])
+def test_the_follow_up_sets_are_well_formed(path: Path, id_field: str) -> None:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(rows) >= 30
     assert len({r["id"] for r in rows}) == len(rows)
     assert {r["kind"] for r in rows} == {"pronoun", "ellipsis", "what-about"}
     for r in rows:
-        assert set(r) == {"id", "cisi_query_id", "kind", "first", "follow_up", "standalone"}
-        # Every follow-up needs its history; every standalone form and first question does not.
+        assert set(r) == {"id", id_field, "kind", "first", "follow_up", "standalone"}
+        # Every follow-up needs its history; every standalone form does not.
         assert leans_on_history(r["follow_up"]), r["follow_up"]
         assert not leans_on_history(r["standalone"]), r["standalone"]
+    pairs = load_followups(path)
+    assert [p.cisi_query_id for p in pairs] == [r[id_field] for r in rows]
+
+
+# -- the earlier turns as queries of their own (conversation.history_weight) -----------------
+def test_a_follow_up_searches_the_earlier_question_beside_it() -> None:
+    r = ConversationRewriter(None, use_llm=False).rewrite(
+        "What was the scatter attributed to?", [Turn(CYLINDERS)]
+    )
+    assert r.context == ((CYLINDERS, 0.5),)
+    # A self-contained question, or none at all before it, searches nothing else.
+    alone = ConversationRewriter(None, use_llm=False).rewrite(
+        "Which reactor designs use molten salt as coolant?", [Turn(CYLINDERS)]
+    )
+    assert alone.context == ()
+    assert ConversationRewriter(None, use_llm=False).rewrite("How?", []).context == ()
+    # history_weight 0: the rewritten query alone, as before the setting.
+    off = ConversationRewriter(None, use_llm=False, history_weight=0.0).rewrite(
+        "What was the scatter attributed to?", [Turn(CYLINDERS)]
+    )
+    assert off.context == () and off.search_query == r.search_query
+
+
+def test_the_weight_decays_by_turn_distance_back_to_where_the_topic_was_set() -> None:
+    rewriter = ConversationRewriter(None, use_llm=False, history_weight=0.5)
+    topic = "What automated information systems exist in libraries?"
+    history = [
+        Turn("Which reactors use molten salt?"),  # an older topic: not searched
+        Turn(topic),  # self-contained: the chain stops here
+        Turn("How are they tested?"),
+    ]
+    r = rewriter.rewrite("And what do they cost?", history)
+    second = carry_forward("How are they tested?", topic)
+    assert r.context == ((second, 0.5), (topic, 0.25))
+    assert all("molten" not in text for text, _ in r.context)
+    # A stored standalone query is the turn's query, as for the carry-forward.
+    stored = rewriter.rewrite(
+        "And what do they cost?",
+        [Turn(topic), Turn("How are they tested?", search_query="testing library systems")],
+    )
+    assert stored.context == (("testing library systems", 0.5), (topic, 0.25))
+
+
+def test_history_queries_are_deduplicated_and_bounded_by_the_history() -> None:
+    assert history_queries([("a b", False), ("a b", True)], 0.5) == (("a b", 0.5),)
+    assert history_queries([("a", False)], 0.0) == ()
+    rewriter = ConversationRewriter(None, use_llm=False, max_history_turns=1)
+    r = rewriter.rewrite("How are they tested?", [Turn(CYLINDERS), Turn("Why are they weak?")])
+    assert [text for text, _ in r.context] == ["Why are they weak?"]

@@ -1,12 +1,12 @@
 """Pure parts of OCR: reading order, paragraphs and headings from boxes, re-spacing run-on lines,
-and scanned pages as chunk boundaries."""
+and scanned pages as chunk boundaries carrying their OCR confidence."""
 
 from __future__ import annotations
 
 import pytest
 
 from perimeter.backends.ocr import blocks, reading_order, respace
-from perimeter.domain import OcrLine, OcrPage, ParsedElement
+from perimeter.domain import OcrLine, OcrPage, ParsedElement, mean_ocr_confidence
 from perimeter.ingest.chunking import chunk_elements, whitespace_token_count
 
 pytestmark = pytest.mark.unit
@@ -105,3 +105,30 @@ def test_a_scanned_page_starts_its_own_chunk() -> None:
         (2, "Scanned claim form text.\nMore of the scan."),
         (3, "Back to a text page.\nSame text page.\nText on the next page joins it."),
     ]
+    # The scanned page's chunk carries its OCR confidence, weighted by characters: the long
+    # line read at 0.97 counts for more than the short one at 0.95.
+    long, short = len("Scanned claim form text."), len("More of the scan.")
+    expected = round((0.97 * long + 0.95 * short) / (long + short), 4)
+    assert [c.ocr_confidence for c in chunks] == [None, expected, None]
+
+
+def test_ocr_confidence_of_split_and_overlapping_chunks() -> None:
+    """A scanned paragraph cut into several chunks: each carries the confidence of its own new
+    text (the overlap in front is the previous chunk's); an OCR'd heading counts as text read."""
+    body = " ".join(f"Sentence number {i} of the scan." for i in range(30))
+    elements = [
+        ParsedElement("Claim Form", "Title", page=1, ocr_confidence=0.5),
+        ParsedElement(body, "NarrativeText", page=1, ocr_confidence=0.9),
+    ]
+    chunks = chunk_elements(elements, whitespace_token_count, max_tokens=40, overlap_tokens=8)
+    assert len(chunks) >= 3
+    assert chunks[0].text.startswith("Claim Form\n")
+    heading, text = len("Claim Form"), len(chunks[0].text) - len("Claim Form\n")
+    assert chunks[0].ocr_confidence == round((0.5 * heading + 0.9 * text) / (heading + text), 4)
+    assert all(c.ocr_confidence == 0.9 for c in chunks[1:])
+
+
+def test_mean_ocr_confidence() -> None:
+    assert mean_ocr_confidence([]) is None
+    assert mean_ocr_confidence([("typed text", None)]) is None
+    assert mean_ocr_confidence([("abc", 0.6), ("typed", None), ("abcdefg", 0.9)]) == 0.81

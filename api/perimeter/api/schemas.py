@@ -34,6 +34,16 @@ class DocumentOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     collection: str = DEFAULT_KB
+    ocr_pages: list[int] = Field(
+        default_factory=list,
+        description="Pages (1-based) whose text was read by OCR: image uploads and PDF pages "
+        "without a text layer.",
+    )
+    ocr_confidence: float | None = Field(
+        default=None,
+        description="Mean OCR confidence (0..1, weighted by characters) over those pages; null "
+        "when no page was OCR'd.",
+    )
 
     @classmethod
     def of(cls, d: DocumentRecord) -> DocumentOut:
@@ -52,6 +62,8 @@ class DocumentOut(BaseModel):
             collection=d.kb,
             created_at=d.created_at,
             updated_at=d.updated_at,
+            ocr_pages=d.ocr_pages,
+            ocr_confidence=d.ocr_confidence,
         )
 
 
@@ -162,6 +174,11 @@ class CitationOut(BaseModel):
     section: str | None
     snippet: str
     score: float
+    ocr_confidence: float | None = Field(
+        default=None,
+        description="Mean OCR confidence (0..1) of the cited text when it was read from a scanned "
+        "page or an image; null for text from a text layer.",
+    )
 
 
 class UsageOut(BaseModel):

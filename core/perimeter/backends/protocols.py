@@ -15,6 +15,7 @@ from perimeter.domain import (
     ChatMessage,
     ChunkRecord,
     Completion,
+    ContextQuery,
     ConversationRecord,
     ConversationTurnRecord,
     DocumentRecord,
@@ -104,7 +105,11 @@ class ChunkStore(Protocol):
         flt: SearchFilter,
         limit: int,
         prefetch_limit: int,
-    ) -> list[ScoredChunk]: ...
+        context: Sequence[ContextQuery] = (),
+    ) -> list[ScoredChunk]:
+        """Dense and sparse lists fused; ``context``: further queries (a follow-up's earlier
+        turn) whose lists are fused in too, at their weight (RRF only)."""
+        ...
 
     def dense_search(
         self, dense: list[float], flt: SearchFilter, limit: int
@@ -280,8 +285,11 @@ class MetadataStore(Protocol):
         chunk_count: int | None = None,
         pages: int | None = None,
         progress: float | None = None,
+        ocr_pages: Sequence[int] | None = None,
+        ocr_confidence: float | None = None,
     ) -> bool:
-        """False when the document is gone (deleted while it was being processed)."""
+        """False when the document is gone (deleted while it was being processed).
+        ``ocr_pages`` given (also empty) replaces the OCR'd pages and their mean confidence."""
         ...
 
     def record_attempt(self, document_id: str) -> int: ...

@@ -38,7 +38,15 @@ from perimeter.backends.qdrant_payload import (
     scope_of,
     scored_chunk,
 )
-from perimeter.domain import ChunkRecord, ScoredChunk, SearchFilter, SparseVector, point_id_for
+from perimeter.domain import (
+    ChunkRecord,
+    ContextQuery,
+    ScoredChunk,
+    SearchFilter,
+    SparseVector,
+    fusion_queries,
+    point_id_for,
+)
 
 if TYPE_CHECKING:
     import qdrant_edge as qe
@@ -278,6 +286,7 @@ class QdrantEdgeChunkStore:
         flt: SearchFilter,
         limit: int,
         prefetch_limit: int,
+        context: Sequence[ContextQuery] = (),
     ) -> list[ScoredChunk]:
         import qdrant_edge as qe
 
@@ -286,29 +295,35 @@ class QdrantEdgeChunkStore:
             return []
         qfilter = self._filter(flt)
         exact = qe.SearchParams(exact=True)
-        prefetch = [
-            qe.Prefetch(
-                limit=prefetch_limit,
-                query=qe.Query.Nearest(dense, using=DENSE),
-                filter=qfilter,
-                params=exact,
-            )
-        ]
-        if sparse is not None and sparse.indices:
+        prefetch = []
+        weights: list[float] = []
+        for query in fusion_queries(dense, sparse, context, self._fusion):
+            s_vec = query.sparse
             prefetch.append(
                 qe.Prefetch(
                     limit=prefetch_limit,
-                    query=qe.Query.Nearest(
-                        qe.SparseVector(indices=list(sparse.indices), values=list(sparse.values)),
-                        using=SPARSE,
-                    ),
+                    query=qe.Query.Nearest(query.dense, using=DENSE),
                     filter=qfilter,
+                    params=exact,
                 )
             )
+            weights.append(self._weights[0] * query.weight)
+            if s_vec is not None and s_vec.indices:
+                prefetch.append(
+                    qe.Prefetch(
+                        limit=prefetch_limit,
+                        query=qe.Query.Nearest(
+                            qe.SparseVector(indices=list(s_vec.indices), values=list(s_vec.values)),
+                            using=SPARSE,
+                        ),
+                        filter=qfilter,
+                    )
+                )
+                weights.append(self._weights[1] * query.weight)
         request = qe.QueryRequest(
             limit=limit,
             prefetches=prefetch,
-            query=self._fusion_query(len(prefetch)),
+            query=self._fusion_query(weights),
             filter=qfilter,
             with_payload=True,
             with_vector=[DENSE],
@@ -316,14 +331,13 @@ class QdrantEdgeChunkStore:
         points = self._engine(lambda: shard.query(request), "search")
         return [scored_chunk(p, query_dense=dense) for p in points]
 
-    def _fusion_query(self, sources: int) -> Any:
-        """DBSF, or RRF with the configured k (Qdrant's default 2 when unset) and per-prefetch
-        weights (dense, then sparse), as the server adapter sends them."""
+    def _fusion_query(self, weights: list[float]) -> Any:
+        """DBSF, or RRF with the configured k (Qdrant's default 2 when unset) and the prefetches'
+        weights (per query: dense, then sparse), as the server adapter sends them."""
         import qdrant_edge as qe
 
         if self._fusion == "dbsf":
             return qe.Fusion.Dbsf()
-        weights = list(self._weights[:sources])
         k = QDRANT_DEFAULT_RRF_K if self._rrf_k is None else self._rrf_k
         return qe.Fusion.Rrf(k, None if all(w == 1.0 for w in weights) else weights)
 
@@ -526,4 +540,5 @@ def _record(point_id: str, payload: dict[str, Any], vector: Any) -> ChunkRecord:
         metadata=payload.get("metadata") or {},
         groups=list(payload.get("groups") or [PUBLIC_GROUP]),
         kb=payload.get("kb") or DEFAULT_KB,
+        ocr_confidence=payload.get("ocr_confidence"),
     )

@@ -39,6 +39,8 @@ def chunk_payload(r: ChunkRecord) -> dict[str, Any]:
         "groups": r.groups or [PUBLIC_GROUP],
         "kb": r.kb,
         "scope": scope_of(r.tenant_id, r.kb),
+        # None for a text layer; points written before this field existed read back as None.
+        "ocr_confidence": r.ocr_confidence,
     }
 
 
@@ -63,4 +65,5 @@ def scored_chunk(
         score=float(point.score),
         dense_score=dense_score,
         metadata=payload.get("metadata") or {},
+        ocr_confidence=payload.get("ocr_confidence"),
     )

@@ -24,7 +24,15 @@ from perimeter.backends.qdrant_payload import (
     scope_of,
     scored_chunk,
 )
-from perimeter.domain import ChunkRecord, ScoredChunk, SearchFilter, SparseVector, point_id_for
+from perimeter.domain import (
+    ChunkRecord,
+    ContextQuery,
+    ScoredChunk,
+    SearchFilter,
+    SparseVector,
+    fusion_queries,
+    point_id_for,
+)
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -416,26 +424,35 @@ class QdrantChunkStore:
         flt: SearchFilter,
         limit: int,
         prefetch_limit: int,
+        context: Sequence[ContextQuery] = (),
     ) -> list[ScoredChunk]:
         from qdrant_client.http import models as qm
 
         if not self._collection_exists():
             return []
         qfilter = self._filter(flt)
-        prefetch = [qm.Prefetch(query=dense, using=DENSE, limit=prefetch_limit, filter=qfilter)]
-        if sparse is not None and sparse.indices:
+        prefetch = []
+        weights: list[float] = []
+        for query in fusion_queries(dense, sparse, context, self._fusion):
+            d_vec, s_vec, weight = query.dense, query.sparse, query.weight
             prefetch.append(
-                qm.Prefetch(
-                    query=qm.SparseVector(indices=sparse.indices, values=sparse.values),
-                    using=SPARSE,
-                    limit=prefetch_limit,
-                    filter=qfilter,
-                )
+                qm.Prefetch(query=d_vec, using=DENSE, limit=prefetch_limit, filter=qfilter)
             )
+            weights.append(self._weights[0] * weight)
+            if s_vec is not None and s_vec.indices:
+                prefetch.append(
+                    qm.Prefetch(
+                        query=qm.SparseVector(indices=s_vec.indices, values=s_vec.values),
+                        using=SPARSE,
+                        limit=prefetch_limit,
+                        filter=qfilter,
+                    )
+                )
+                weights.append(self._weights[1] * weight)
         response = self._client_or_raise().query_points(
             self._collection,
             prefetch=prefetch,
-            query=self._fusion_query(len(prefetch)),
+            query=self._fusion_query(weights),
             query_filter=qfilter,
             limit=limit,
             with_payload=True,
@@ -444,8 +461,9 @@ class QdrantChunkStore:
         )
         return [scored_chunk(p, query_dense=dense) for p in response.points]
 
-    def _fusion_query(self, sources: int) -> qm.FusionQuery | qm.RrfQuery:
-        """DBSF, or RRF with the configured k and per-prefetch weights (dense, then sparse).
+    def _fusion_query(self, weights: list[float]) -> qm.FusionQuery | qm.RrfQuery:
+        """DBSF, or RRF with the configured k and the prefetches' weights (per query: dense,
+        then sparse).
 
         Weights are sent only when they are not all 1.0, and k only when set, so the plain
         configuration stays a request every Qdrant version with the Query API accepts.
@@ -454,7 +472,6 @@ class QdrantChunkStore:
 
         if self._fusion == "dbsf":
             return qm.FusionQuery(fusion=qm.Fusion.DBSF)
-        weights = list(self._weights[:sources])
         if self._rrf_k is None and all(w == 1.0 for w in weights):
             return qm.FusionQuery(fusion=qm.Fusion.RRF)
         return qm.RrfQuery(

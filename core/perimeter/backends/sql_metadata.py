@@ -8,7 +8,7 @@ document.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,7 +50,15 @@ documents = sa.Table(
     # The knowledge base. The id is derived from (tenant, knowledge base, content hash), so the
     # primary key alone makes "same bytes, same tenant, same knowledge base" one document.
     sa.Column("kb", sa.String(64), nullable=False, server_default=DEFAULT_KB),
+    # Pages read by OCR (a JSON list of 1-based numbers) and their mean confidence; NULL on rows
+    # written before OCR was recorded, read back as "no page OCR'd".
+    sa.Column("ocr_pages", sa.JSON, nullable=True),
+    sa.Column("ocr_confidence", sa.Float, nullable=True),
 )
+
+# Nullable columns added to ``documents`` after its first release: ``_upgrade`` adds the missing
+# ones to an older database, in this order.
+_ADDED_DOCUMENT_COLUMNS = ("ocr_pages", "ocr_confidence")
 
 knowledge_bases = sa.Table(
     "knowledge_bases",
@@ -145,6 +153,15 @@ class SqlMetadataStore:
                     sa.text("ALTER TABLE knowledge_bases ADD COLUMN unsupported_policy VARCHAR(16)")
                 )
         columns = {c["name"] for c in inspector.get_columns("documents")}
+        missing = [name for name in _ADDED_DOCUMENT_COLUMNS if name not in columns]
+        if missing:
+            dialect = self.engine.dialect
+            with self._tx() as conn:
+                for name in missing:
+                    # Nullable, no default: the statement is instant on PostgreSQL (no table
+                    # rewrite), and old rows read as "nothing OCR'd".
+                    kind = documents.c[name].type.compile(dialect=dialect)
+                    conn.execute(sa.text(f"ALTER TABLE documents ADD COLUMN {name} {kind}"))
         if "kb" in columns:
             return
         with self._tx() as conn:
@@ -293,14 +310,21 @@ class SqlMetadataStore:
         chunk_count: int | None = None,
         pages: int | None = None,
         progress: float | None = None,
+        ocr_pages: Sequence[int] | None = None,
+        ocr_confidence: float | None = None,
     ) -> bool:
-        """Move a document (and its open job) along. False if the document is gone."""
+        """Move a document (and its open job) along. False if the document is gone.
+        ``ocr_pages`` given (also empty) replaces the document's OCR record together with
+        ``ocr_confidence``: a re-parse that OCR'd nothing clears an earlier one."""
         now = _now()
         values: dict[str, Any] = {"status": status.value, "updated_at": now, "error": error}
         if chunk_count is not None:
             values["chunk_count"] = chunk_count
         if pages is not None:
             values["pages"] = pages
+        if ocr_pages is not None:
+            values["ocr_pages"] = list(ocr_pages)
+            values["ocr_confidence"] = ocr_confidence
         job_status = {
             DocumentStatus.QUEUED: JobStatus.QUEUED,
             DocumentStatus.INDEXED: JobStatus.SUCCEEDED,
@@ -531,6 +555,8 @@ def _doc(row: Any) -> DocumentRecord:
         updated_at=_aware(row["updated_at"]),
         groups=list(row["groups"] or []),
         kb=row["kb"] or DEFAULT_KB,
+        ocr_pages=[int(n) for n in row["ocr_pages"] or []],
+        ocr_confidence=row["ocr_confidence"],
     )
 
 

@@ -86,7 +86,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perimeter.domain import ParsedDocument, ParsedElement
+from perimeter.backends.ocr import DEFAULT_OCR_DPI
+from perimeter.domain import ParsedDocument, ParsedElement, mean_ocr_confidence
 from perimeter.errors import ParseError, UnsupportedFileType
 from perimeter.mime import (
     CSV,
@@ -491,12 +492,14 @@ class UnstructuredParser:
         self,
         pdf_strategy: str = "fast",
         ocr: OcrEngine | None = None,
-        ocr_dpi: int = 200,
+        ocr_dpi: int = DEFAULT_OCR_DPI,
         ocr_time_limit_s: float | None = None,
     ) -> None:
         """``ocr``: the engine for images and PDF pages without a text layer (None: OCR off,
-        such files fail with "no extractable text"). ``ocr_time_limit_s``: the OCR budget of
-        one document (perimeter.backends.ocr.ocr_frames)."""
+        such files fail with "no extractable text"). ``ocr_dpi``: the highest resolution a
+        scanned page is rendered at (its scan's own, up to this; this for a page without a
+        scan picture: perimeter.backends.ocr.render_dpi). ``ocr_time_limit_s``: the OCR budget
+        of one document (perimeter.backends.ocr.ocr_frames)."""
         if pdf_strategy not in PDF_STRATEGIES:
             raise ValueError(f"pdf_strategy must be one of {sorted(PDF_STRATEGIES)}")
         self.pdf_strategy = pdf_strategy
@@ -628,7 +631,7 @@ class UnstructuredParser:
             return elements
         scanned, _ = ocr_frames(
             self.ocr,
-            pdf_page_images(path, textless, self.ocr_dpi),
+            pdf_page_images(path, textless, self.ocr_dpi, match_scan=True),
             len(textless),
             self._ocr_deadline(),
             self.ocr_time_limit_s,
@@ -779,11 +782,7 @@ def _table_caption(metadata: Any, before: list[ParsedElement]) -> str | None:
 
 def _mean_confidence(elements: Iterable[ParsedElement]) -> float | None:
     """Character-weighted mean OCR confidence of the OCR'd elements; None when none was OCR'd."""
-    weighted = [(e.ocr_confidence, len(e.text)) for e in elements if e.ocr_confidence is not None]
-    chars = sum(n for _, n in weighted)
-    if not chars:
-        return None
-    return round(sum(c * n for c, n in weighted) / chars, 4)
+    return mean_ocr_confidence((e.text, e.ocr_confidence) for e in elements)
 
 
 def _email_header_elements(path: Path, body: list[ParsedElement]) -> list[ParsedElement]:

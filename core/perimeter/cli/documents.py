@@ -144,7 +144,10 @@ def ask(
             _fail(exc.message)
     for c in answer.get("citations", []):
         page = f", page {c['page']}" if c.get("page") is not None else ""
-        console.print(f"  [{c['n']}] {c['filename']}{page} — {c['snippet'][:120]}")
+        # A scan's reading may be wrong: say how sure the OCR was next to the citation.
+        ocr = c.get("ocr_confidence")
+        read = f" (OCR confidence {ocr:.2f})" if ocr is not None else ""
+        console.print(f"  [{c['n']}] {c['filename']}{page}{read} — {c['snippet'][:120]}")
     if answer and not answer.get("grounded", True):
         err.print("[yellow]warning:[/yellow] parts of this answer are not supported by the sources")
 
@@ -165,13 +168,23 @@ def docs_list(
     if as_json:
         print(json.dumps(docs))
         return
-    table = Table("id", "filename", "status", "chunks", "pages", "error")
+    table = Table("id", "filename", "status", "chunks", "pages", "ocr", "error")
     for d in docs:
         table.add_row(
             d["id"], d["filename"], d["status"], str(d["chunk_count"]), str(d["pages"] or ""),
-            (d["error"] or "")[:60],
+            _ocr_cell(d), (d["error"] or "")[:60],
         )  # fmt: skip
     console.print(table)
+
+
+def _ocr_cell(doc: dict[str, Any]) -> str:
+    """Pages read by OCR and their mean confidence ("3 p, 0.94"); blank for a text layer (and
+    for a server that does not report OCR)."""
+    pages = doc.get("ocr_pages") or []
+    confidence = doc.get("ocr_confidence")
+    if not pages:
+        return ""
+    return f"{len(pages)} p, {confidence:.2f}" if confidence is not None else f"{len(pages)} p"
 
 
 @docs_app.command("delete")

@@ -21,13 +21,21 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from perimeter.eval.harness import SearchSystem
 from perimeter.eval.metrics import evaluate_run
 from perimeter.retrieval.conversation import ConversationRewriter, Turn
 
 FORMS = ("standalone", "conversation", "alone")
+
+
+class FollowUpSearchSystem(Protocol):
+    """A search system that can also search a follow-up's earlier turns beside it
+    (:class:`~perimeter.eval.pipeline_system.PipelineSearchSystem`)."""
+
+    def search(
+        self, query: str, mode: str, k: int, context: Sequence[tuple[str, float]] = ()
+    ) -> list[tuple[str, float]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +58,10 @@ def load_followups(path: Path | str) -> list[FollowUpPair]:
             pairs.append(
                 FollowUpPair(
                     id=str(row["id"]),
-                    cisi_query_id=str(row["cisi_query_id"]),
+                    # "query_id" in sets on other collections (cacm_followups.jsonl)
+                    cisi_query_id=str(
+                        row["query_id"] if "query_id" in row else row["cisi_query_id"]
+                    ),
                     kind=str(row.get("kind", "")),
                     first=str(row["first"]),
                     follow_up=str(row["follow_up"]),
@@ -135,7 +146,7 @@ def _stats(label: str, values: Sequence[float]) -> str:
 
 
 def run_followup_eval(
-    system: SearchSystem,
+    system: FollowUpSearchSystem,
     pairs: Sequence[FollowUpPair],
     qrels: Mapping[str, Mapping[str, int]],
     rewriter: ConversationRewriter,
@@ -159,12 +170,11 @@ def run_followup_eval(
         report.rewrite_llm_ms.append(rewrite.llm_ms)
         report.methods[rewrite.method] = report.methods.get(rewrite.method, 0) + 1
         report.queries[p.id] = rewrite.search_query
-        for form, text in (
-            ("standalone", p.standalone),
-            ("conversation", rewrite.search_query),
-            ("alone", p.follow_up),
-        ):
-            runs[form][p.id] = dict(system.search(text, mode, k))
+        runs["standalone"][p.id] = dict(system.search(p.standalone, mode, k))
+        runs["conversation"][p.id] = dict(
+            system.search(rewrite.search_query, mode, k, rewrite.context)
+        )
+        runs["alone"][p.id] = dict(system.search(p.follow_up, mode, k))
     for form in FORMS:
         report.metrics[form] = evaluate_run(pair_qrels, runs[form])
         report.per_pair_ndcg[form] = {

@@ -157,12 +157,16 @@ class PipelineSearchSystem:
             services.store.upsert(pending)
         self._embedder.clear()
 
-    def search(self, query: str, mode: str, k: int) -> list[tuple[str, float]]:
+    def search(
+        self, query: str, mode: str, k: int, context: Sequence[tuple[str, float]] = ()
+    ) -> list[tuple[str, float]]:
+        """``context``: a follow-up's earlier turns, searched beside it (Retriever.retrieve)."""
         result = self.services.retriever.retrieve(
             query,
             SearchFilter(tenant_id=EVAL_TENANT),
             top_k=max(1, k * self.chunk_factor),
             mode=mode,  # type: ignore[arg-type]
+            context=context,
         )
         best: dict[str, float] = {}  # max-pool chunk scores per corpus document
         for chunk in result.chunks:

@@ -25,7 +25,9 @@ Tables are chunked by whole rows, never mid-row, and every chunk of a table repe
 and header row (``_Chunker.add_table``); a table does not share a chunk with other text.
 
 ``Chunk.page`` is the page of the first element contributing new text to the chunk (the overlap is
-context, not the citation target); ``Chunk.section`` is the title in force for the chunk's body.
+context, not the citation target); ``Chunk.section`` is the title in force for the chunk's body;
+``Chunk.ocr_confidence`` is the character-weighted OCR confidence of that new text (None for a
+text layer).
 The function is pure and deterministic: the same elements and counter give the same chunks.
 """
 
@@ -35,7 +37,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from perimeter.domain import Chunk, ParsedElement
+from perimeter.domain import Chunk, ParsedElement, mean_ocr_confidence
 from perimeter.textproc import sentence_spans
 
 TITLE_CATEGORY = "Title"
@@ -73,7 +75,8 @@ class _Unit:
     sep: str  # glue placed before this unit when it is not the first of its chunk
     page: int | None
     heading: bool = False
-    ocr: bool = False  # text read from a page image
+    # The OCR confidence of the element this text came from; None: not read from a page image.
+    ocr_confidence: float | None = None
 
 
 @dataclass(slots=True)
@@ -100,6 +103,12 @@ class _Builder:
     @property
     def page(self) -> int | None:
         return next((u.page for u in self.units if u.page is not None), None)
+
+    @property
+    def ocr_confidence(self) -> float | None:
+        """Character-weighted over the units read by OCR (the overlap is the previous chunk's
+        and counted there); None when none was."""
+        return mean_ocr_confidence((u.text, u.ocr_confidence) for u in self.units)
 
 
 def overlap_tokens_for(max_tokens: int, requested: int | None, default: int) -> int:
@@ -233,6 +242,7 @@ class _Chunker:
                 page=builder.page,
                 section=builder.section,
                 token_count=self.count(text),
+                ocr_confidence=builder.ocr_confidence,
             )
         )
         return text
@@ -255,9 +265,11 @@ class _Chunker:
         if self.current.has_body:
             self._flush()
         self.section = " ".join(text.split())[:MAX_SECTION_CHARS]
+        confidence = element.ocr_confidence
         for i, piece in enumerate(self._pieces(text)):
             sep = _PIECE_SEP if i else _ELEMENT_SEP
-            self._add(_Unit(piece, sep, element.page, heading=True), carry_overlap=False)
+            unit = _Unit(piece, sep, element.page, heading=True, ocr_confidence=confidence)
+            self._add(unit, carry_overlap=False)
 
     def finish(self) -> list[Chunk]:
         self._flush()
@@ -320,6 +332,7 @@ class _Chunker:
                     page=element.page,
                     section=section,
                     token_count=self.count(chunk_text),
+                    ocr_confidence=element.ocr_confidence,
                 )
             )
 
@@ -360,20 +373,21 @@ class _Chunker:
         body = [u for u in self.current.units if not u.heading]
         if not body or body[-1].page == element.page:
             return
-        if body[-1].ocr or element.ocr_confidence is not None:
+        if body[-1].ocr_confidence is not None or element.ocr_confidence is not None:
             self._flush()
 
     def add_body(self, element: ParsedElement, text: str) -> None:
         self._break_at_scanned_page(element)
-        ocr = element.ocr_confidence is not None
-        whole = _Unit(text, _ELEMENT_SEP, element.page, ocr=ocr)
+        confidence = element.ocr_confidence
+        whole = _Unit(text, _ELEMENT_SEP, element.page, ocr_confidence=confidence)
         if self._heading_only() and self.count(self.current.text_with(whole)) > self.max_tokens:
             pieces = self._fill_after_heading(text)
         else:
             pieces = self._pieces(text)
         for i, piece in enumerate(pieces):
             sep = _PIECE_SEP if i else _ELEMENT_SEP
-            self._add(_Unit(piece, sep, element.page, ocr=ocr), carry_overlap=True)
+            unit = _Unit(piece, sep, element.page, ocr_confidence=confidence)
+            self._add(unit, carry_overlap=True)
 
 
 def chunk_elements(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -32,6 +32,7 @@ from perimeter.domain import (
     DocumentRecord,
     DocumentStatus,
     JobRecord,
+    ParsedDocument,
     document_id_for,
     point_id_for,
 )
@@ -282,8 +283,16 @@ class IngestionService:
 
         try:
             self._metadata.set_status(doc.id, DocumentStatus.PARSING, progress=0.05)
-            chunks, pages = self._parse_and_chunk(doc, target)
-            self._metadata.set_status(doc.id, DocumentStatus.EMBEDDING, pages=pages, progress=0.2)
+            chunks, parsed = self._parse_and_chunk(doc, target)
+            pages = parsed.pages
+            self._metadata.set_status(
+                doc.id,
+                DocumentStatus.EMBEDDING,
+                pages=pages,
+                progress=0.2,
+                ocr_pages=parsed.ocr_pages,
+                ocr_confidence=parsed.ocr_confidence,
+            )
             self._embed_and_upsert(doc, chunks, target, on_progress)
             target.store.delete_document_tail(doc.tenant_id, doc.id, keep=len(chunks))
         except PermanentIngestError as exc:
@@ -323,7 +332,7 @@ class IngestionService:
         """Parse, chunk, embed and write one document into ``target`` from its stored file,
         leaving its status and job alone: the re-index's copy into a new collection. Returns
         the chunk count. Raises PermanentIngestError when the file cannot be indexed."""
-        chunks, _pages = self._parse_and_chunk(doc, target, report_pages=False)
+        chunks, _parsed = self._parse_and_chunk(doc, target, report_pages=False)
         step = max(1, self._embed_batch_size * 4)
         for start in range(0, len(chunks), step):
             target.store.upsert(self.records_for(doc, chunks[start : start + step], target))
@@ -332,7 +341,9 @@ class IngestionService:
 
     def _parse_and_chunk(
         self, doc: DocumentRecord, target: IndexTarget, report_pages: bool = True
-    ) -> tuple[list[Chunk], int | None]:
+    ) -> tuple[list[Chunk], ParsedDocument]:
+        """The document's chunks, and what the parser said of it (its elements left out: the
+        chunks hold their text, and a long scan's elements need not live through embedding)."""
         path = self._blobs.path_for(doc.content_hash)
         if not path.exists():
             raise PermanentIngestError("the stored file is missing (was the data folder changed?)")
@@ -381,7 +392,7 @@ class IngestionService:
                 f"the document makes {len(chunks)} chunks, over the limit of {self._max_chunks} "
                 "(chunking.max_chunks_per_document); split it"
             )
-        return chunks, parsed.pages
+        return chunks, replace(parsed, elements=[])
 
     def _page_progress(self, document_id: str) -> Callable[[int, int], None]:
         """Job progress while slow pages (OCR) are read: parsing spans 0.05 to 0.2 of the job,
@@ -444,6 +455,7 @@ class IngestionService:
                     metadata=doc.metadata,
                     groups=doc.groups,
                     kb=doc.kb,
+                    ocr_confidence=chunk.ocr_confidence,
                 )
             )
         return records

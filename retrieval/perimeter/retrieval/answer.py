@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ from perimeter.domain import Completion, ScoredChunk, SearchFilter, Usage
 from perimeter.retrieval.citations import Attribution, SentenceSupport, attribute
 from perimeter.retrieval.llm_check import llm_recheck
 from perimeter.retrieval.prompt import NOT_FOUND, build_messages
-from perimeter.retrieval.search import Mode, RetrievalResult, Retriever
+from perimeter.retrieval.search import ContextText, Mode, RetrievalResult, Retriever
 from perimeter.retrieval.verifier import DEFAULT_THRESHOLD, CachedEmbed, ClaimVerifier
 
 SNIPPET_CHARS = 300
@@ -33,6 +33,7 @@ class Citation:
     section: str | None
     snippet: str
     score: float
+    ocr_confidence: float | None = None  # the chunk's, when it was read from a scan
 
 
 @dataclass(slots=True)
@@ -77,6 +78,7 @@ def citation_of(n: int, chunk: ScoredChunk) -> Citation:
         section=chunk.section,
         snippet=_snippet(chunk.text),
         score=round(chunk.score, 6),
+        ocr_confidence=chunk.ocr_confidence,
     )
 
 
@@ -120,9 +122,15 @@ class AnswerService:
         span.set_attribute("gen_ai.usage.output_tokens", completion.usage.completion_tokens)
 
     def retrieve(
-        self, question: str, flt: SearchFilter, top_k: int, mode: Mode = "hybrid"
+        self,
+        question: str,
+        flt: SearchFilter,
+        top_k: int,
+        mode: Mode = "hybrid",
+        context: Sequence[ContextText] = (),
     ) -> RetrievalResult:
-        return self._retriever.retrieve(question, flt, top_k, mode)
+        """``context``: a follow-up's earlier turns, searched beside it (Retriever.retrieve)."""
+        return self._retriever.retrieve(question, flt, top_k, mode, context)
 
     def relevant(self, result: RetrievalResult, min_score: float | None) -> list[ScoredChunk]:
         """Sources worth showing the LLM. Empty means: answer 'not found' without the LLM."""
@@ -249,12 +257,13 @@ class AnswerService:
         mode: Mode = "hybrid",
         model: str | None = None,
         search_query: str | None = None,
+        context: Sequence[ContextText] = (),
     ) -> tuple[RetrievalResult, Iterator[tuple[str, Any]]]:
         """Retrieval runs eagerly (so errors surface before the stream starts); the returned
         iterator yields ("token", str) events, then one ("answer", Answer). ``search_query``:
         what to retrieve with when it differs from the question (a follow-up's standalone
-        form, perimeter.retrieval.conversation)."""
-        result = self.retrieve(search_query or question, flt, top_k, mode)
+        form, perimeter.retrieval.conversation), ``context`` its earlier turns."""
+        result = self.retrieve(search_query or question, flt, top_k, mode, context)
         timings = result_timings(result)
         sources = self.relevant(result, min_score)
         # The stream is consumed later, maybe in another thread: its span's parent is the

@@ -13,6 +13,14 @@ Two ways, tried in this order:
   standalone query are appended to it. A self-contained question is searched as asked, so a
   change of topic does not drag the old one along.
 
+Either way the earlier turns are also searched as queries of their own: the standalone query of
+each turn the follow-up's chain of references goes back through is fused into the hybrid search
+(reciprocal-rank fusion) at ``history_weight`` to the power of its distance in turns (0.5: the
+previous turn at half the weight of the question, the one before at a quarter). A single query
+string cannot say "this is the topic, that is what is asked now"; a second ranked list can, and
+it keeps the topic's documents in view even when the follow-up's own words pull elsewhere
+(BENCHMARKS.md, "Follow-up questions").
+
 Only user turns ever feed the carry-forward and the answer prompt; the system turn and earlier
 assistant turns can at most influence the LLM's search query, never the instructions or the
 question the answer is written for, so they cannot steer the answer away from the sources.
@@ -158,6 +166,9 @@ class Rewrite:
     method: Method
     llm_ms: float = 0.0  # LLM time of this turn's rewrite (0 without an LLM call)
     llm_error: str | None = None  # why an attempted LLM rewrite was not used
+    # (earlier turn's standalone query, fusion weight), nearest first: searched beside
+    # search_query (Retriever.retrieve's ``context``); empty for a self-contained question.
+    context: tuple[tuple[str, float], ...] = ()
 
     def timings(self) -> dict[str, float]:
         # Reported for every follow-up, 0 when no LLM was asked: the per-turn rewrite cost.
@@ -209,18 +220,37 @@ def carry_forward(question: str, previous_query: str) -> str:
     return f"{question.strip()} {' '.join(carried)}"
 
 
-def _standalone_chain(history: Sequence[Turn]) -> str | None:
-    """The standalone query of the last earlier turn, recomputed by carry-forward where the turn
-    does not record one."""
+def _standalones(history: Sequence[Turn]) -> list[tuple[str, bool]]:
+    """Per earlier turn: its standalone query (recomputed by carry-forward where the turn does
+    not record one) and whether the turn leaned on the one before it."""
+    out: list[tuple[str, bool]] = []
     previous: str | None = None
     for turn in history:
+        leaned = previous is not None and leans_on_history(turn.question)
         if turn.search_query:
             previous = turn.search_query
-        elif previous is not None and leans_on_history(turn.question):
+        elif leaned and previous is not None:
             previous = carry_forward(turn.question, previous)
         else:
             previous = turn.question
-    return previous
+        out.append((previous, leaned))
+    return out
+
+
+def history_queries(
+    standalones: Sequence[tuple[str, bool]], weight: float
+) -> tuple[tuple[str, float], ...]:
+    """The earlier turns a follow-up's references go back through, nearest first, each at
+    ``weight`` ** (its distance in turns): the chain stops at the turn that did not lean on an
+    earlier one (where the topic was set), so a change of topic further back is not searched."""
+    if weight <= 0:
+        return ()
+    out: dict[str, float] = {}
+    for distance, (query, leaned) in enumerate(reversed(standalones), start=1):
+        out.setdefault(_clean(query), weight**distance)
+        if not leaned:
+            break
+    return tuple(out.items())
 
 
 def _clean(text: str) -> str:
@@ -237,11 +267,13 @@ class ConversationRewriter:
         use_llm: bool = True,
         max_history_turns: int = 6,
         max_tokens: int = 64,
+        history_weight: float = 0.5,
     ) -> None:
         self._llm = llm
         self._use_llm = use_llm and llm is not None
         self._max_history = max(1, max_history_turns)
         self._max_tokens = max_tokens
+        self._history_weight = history_weight
 
     @property
     def uses_llm(self) -> bool:
@@ -260,11 +292,13 @@ class ConversationRewriter:
         history = list(history)[-self._max_history :]
         if not history:
             return Rewrite(question, question, "none")
-        previous = _standalone_chain(history)
+        standalones = _standalones(history)
+        previous = standalones[-1][0] if standalones else None
         dependent = previous is not None and leans_on_history(question)
         answer_question = (
             f"{question} (follow-up to: {_clean(history[-1].question)})" if dependent else question
         )
+        context = history_queries(standalones, self._history_weight) if dependent else ()
         llm_error: str | None = None
         llm_ms = 0.0
         if allow_llm and self._use_llm and self._llm is not None:
@@ -283,14 +317,19 @@ class ConversationRewriter:
                     query = carry_forward(accepted, question)
                     if dependent and previous is not None:
                         query = carry_forward(query, previous)
-                    return Rewrite(query, answer_question, "llm", llm_ms)
+                    return Rewrite(query, answer_question, "llm", llm_ms, context=context)
                 llm_error = "unusable rewrite"
             except Exception as exc:  # the deterministic path must still answer
                 llm_ms = (time.perf_counter() - t0) * 1000
                 llm_error = f"{type(exc).__name__}"
         if dependent and previous is not None:
             return Rewrite(
-                carry_forward(question, previous), answer_question, "carry", llm_ms, llm_error
+                carry_forward(question, previous),
+                answer_question,
+                "carry",
+                llm_ms,
+                llm_error,
+                context,
             )
         return Rewrite(question, question, "none", llm_ms, llm_error)
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from opentelemetry.trace import NoOpTracer, Tracer
 
 from perimeter.backends.protocols import ChunkStore, Embedder, Reranker, SparseEncoder
-from perimeter.domain import ScoredChunk, SearchFilter, SparseVector
+from perimeter.domain import ContextQuery, ScoredChunk, SearchFilter, SparseVector
 from perimeter.retrieval.feedback import TermAnalyzer, rm3_expand
 
 Mode = Literal["hybrid", "dense", "sparse"]
+# A further text searched beside the question and fused at a weight relative to it: a follow-up's
+# earlier turn (perimeter.retrieval.conversation).
+ContextText = tuple[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,15 @@ class Retriever:
         return None
 
     def retrieve(
-        self, question: str, flt: SearchFilter, top_k: int, mode: Mode = "hybrid"
+        self,
+        question: str,
+        flt: SearchFilter,
+        top_k: int,
+        mode: Mode = "hybrid",
+        context: Sequence[ContextText] = (),
     ) -> RetrievalResult:
+        """``context``: (text, weight) queries whose dense and sparse lists are fused into the
+        question's (hybrid mode only; dense and sparse modes search the question alone)."""
         attributes: dict[str, str | int] = {
             "perimeter.tenant.id": flt.tenant_id,
             "perimeter.retrieval.mode": mode,
@@ -72,19 +83,33 @@ class Retriever:
         if flt.kb is not None:
             attributes["perimeter.kb"] = flt.kb
         with self._tracer.start_as_current_span("retrieval.search", attributes=attributes) as span:
-            result = self._retrieve(question, flt, top_k, mode)
+            result = self._retrieve(question, flt, top_k, mode, context)
             span.set_attribute("perimeter.retrieval.results", len(result.chunks))
             if result.best_dense_score is not None:
                 span.set_attribute("perimeter.retrieval.best_dense_score", result.best_dense_score)
             return result
 
     def _retrieve(
-        self, question: str, flt: SearchFilter, top_k: int, mode: Mode
+        self,
+        question: str,
+        flt: SearchFilter,
+        top_k: int,
+        mode: Mode,
+        context: Sequence[ContextText] = (),
     ) -> RetrievalResult:
+        context = (
+            [(text, weight) for text, weight in context if weight > 0] if mode == "hybrid" else []
+        )
         t0 = time.perf_counter()
         with self._tracer.start_as_current_span("retrieval.embed_query"):
-            encoded = self._embedder.encode_queries([question])[0]
+            # One call for the question and its context texts: the model batches them.
+            encoded_all = self._embedder.encode_queries([question, *(t for t, _ in context)])
+            encoded = encoded_all[0]
             sparse = self._query_sparse(question, encoded.sparse) if mode != "dense" else None
+            extra = [
+                ContextQuery(e.dense, self._query_sparse(text, e.sparse), weight)
+                for (text, weight), e in zip(context, encoded_all[1:], strict=True)
+            ]
         t1 = time.perf_counter()
         if sparse is not None and encoded.sparse is None and self._feedback_chunks > 0:
             sparse = self._expand(sparse, flt)  # a search: counted in search_ms
@@ -97,6 +122,10 @@ class Retriever:
                 chunks = self._store.dense_search(encoded.dense, flt, limit)
             elif mode == "sparse":
                 chunks = self._store.sparse_search(sparse, flt, limit) if sparse else []
+            elif extra:
+                chunks = self._store.hybrid_search(
+                    encoded.dense, sparse, flt, limit, max(self._prefetch_limit, limit), extra
+                )
             else:
                 chunks = self._store.hybrid_search(
                     encoded.dense, sparse, flt, limit, max(self._prefetch_limit, limit)

@@ -206,6 +206,8 @@ class FollowUp:
     timings: dict[str, float] = field(default_factory=dict)
     conversation_id: str | None = None
     collection: str | None = None
+    # earlier turns searched beside search_query (Rewrite.context)
+    context: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def of(
@@ -231,6 +233,7 @@ class FollowUp:
             timings,
             conversation.id,
             conversation.kb,
+            rewrite.context,
         )
 
     def audit_details(self) -> dict[str, Any]:

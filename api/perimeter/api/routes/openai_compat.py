@@ -227,6 +227,7 @@ class CompatCitation(BaseModel):
     page: int | None
     snippet: str
     score: float
+    ocr_confidence: float | None = None
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -317,6 +318,7 @@ def _citation(c: Citation) -> dict[str, Any]:
         page=c.page,
         snippet=c.snippet,
         score=c.score,
+        ocr_confidence=c.ocr_confidence,
     ).model_dump()
 
 
@@ -430,7 +432,9 @@ def chat_completions(
     policy = services.unsupported_policy(kb)
 
     if not body.stream:
-        result = answers.retrieve(rewrite.search_query, _filter(principal, kb), top_k)
+        result = answers.retrieve(
+            rewrite.search_query, _filter(principal, kb), top_k, context=rewrite.context
+        )
         _audit(services, principal, question, answers.relevant(result, None), details)
         a = answers.answer_from(rewrite.answer_question, result, None, llm_model)
         a.timings.update(rewrite.timings())
@@ -466,6 +470,7 @@ def chat_completions(
         top_k,
         model=llm_model,
         search_query=rewrite.search_query,
+        context=rewrite.context,
     )
     _audit(services, principal, question, answers.relevant(result, None), details)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

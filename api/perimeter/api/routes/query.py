@@ -67,6 +67,7 @@ def _cit(c: Citation) -> CitationOut:
         section=scrub(c.section),
         snippet=scrub(c.snippet),
         score=c.score,
+        ocr_confidence=c.ocr_confidence,
     )
 
 
@@ -166,7 +167,7 @@ def query(
     turn = FollowUp.of(services, conversation, body.question, model, not body.retrieval_only)
 
     if body.retrieval_only:
-        result = answers.retrieve(turn.search_query, flt, top_k, body.mode)
+        result = answers.retrieve(turn.search_query, flt, top_k, body.mode, turn.context)
         relevant = answers.relevant(result, body.min_score)
         _audit(services, principal, body, relevant, turn)
         return turn.finish(
@@ -188,6 +189,7 @@ def query(
             body.mode,
             model,
             search_query=turn.search_query,
+            context=turn.context,
         )
         _audit(services, principal, body, answers.relevant(_result, body.min_score), turn)
 
@@ -233,7 +235,7 @@ def query(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    result = answers.retrieve(turn.search_query, flt, top_k, body.mode)
+    result = answers.retrieve(turn.search_query, flt, top_k, body.mode, turn.context)
     _audit(services, principal, body, answers.relevant(result, body.min_score), turn)
     try:
         answer = answers.answer_from(turn.answer_question, result, body.min_score, model)
