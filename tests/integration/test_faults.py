@@ -538,13 +538,15 @@ def test_shutdown_grace_expired_in_flight_document_is_redelivered(
     done. The unacked message comes back after visibility_timeout; nothing is lost."""
     visibility = 12
     rig = rig_factory(private_redis.url, visibility_timeout_s=visibility)
-    path = big_text(tmp_path / "big.txt", paragraphs=110, seed=61)
+    # Big enough that the rest of the document outlasts the grace period even on an idle,
+    # fast machine (110 paragraphs once finished inside a 1 s grace and failed this test).
+    path = big_text(tmp_path / "big.txt", paragraphs=240, seed=61)
     expected = rig.expected_chunks(path)
     worker = rig.start_worker()
     doc_id = rig.submit(path)
     rig.wait_status(doc_id, {"embedding"}, 180, min_progress=0.21)
     worker.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    time.sleep(1)
+    time.sleep(0.2)  # the grace period: shorter than what is left of the document
     worker.kill_all()
     killed_at = time.monotonic()
     assert rig.doc(doc_id).status.value == "embedding"
