@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         help="further conversation.history_weight values measured on the same index, "
         "comma-separated (default 0: the rewritten query alone)",
     )
+    ap.add_argument(
+        "--own-shares",
+        type=lambda text: [float(w) for w in text.split(",") if w.strip()],
+        default=[],
+        help="further conversation.own_terms_share values measured (split sides, the shipped "
+        "history_weight), comma-separated",
+    )
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -116,15 +123,42 @@ def main(argv: list[str] | None = None) -> int:
         results["index_seconds"] = round(index_s, 1)
         # The shipped weight of the earlier turns' own queries first, then the others asked for
         # (0: the rewritten query alone, as before conversation.history_weight).
-        weights = [settings.conversation.history_weight]
+        conv = settings.conversation
+        weights = [conv.history_weight]
         weights += [w for w in args.history_weights if w not in weights]
-        variants: list[tuple[str, ConversationRewriter]] = [
-            (
-                f"carry, history_weight {w}",
-                ConversationRewriter(None, use_llm=False, history_weight=w),
+        shares = [conv.own_terms_share]
+        shares += [x for x in args.own_shares if x not in shares]
+        # The shipped rewrite first; then each history weight with and without split sides
+        # (conversation.split_sides), then the further own-term shares.
+        variants: list[tuple[str, ConversationRewriter]] = []
+        for w in weights:
+            for split in (conv.split_sides, not conv.split_sides):
+                label = f"split sides, own share {conv.own_terms_share}" if split else "one string"
+                variants.append(
+                    (
+                        f"carry, {label}, history_weight {w}",
+                        ConversationRewriter(
+                            None,
+                            use_llm=False,
+                            history_weight=w,
+                            split_sides=split,
+                            own_terms_share=conv.own_terms_share,
+                        ),
+                    )
+                )
+        for x in shares[1:]:
+            variants.append(
+                (
+                    f"carry, split sides, own share {x}, history_weight {conv.history_weight}",
+                    ConversationRewriter(
+                        None,
+                        use_llm=False,
+                        history_weight=conv.history_weight,
+                        split_sides=True,
+                        own_terms_share=x,
+                    ),
+                )
             )
-            for w in weights
-        ]
         server = None
         if args.llm or args.llm_url:
             from perimeter.backends.llama_server import LlamaServer
@@ -156,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     "llm",
                     ConversationRewriter(
-                        llm, use_llm=True, history_weight=settings.conversation.history_weight
+                        llm,
+                        use_llm=True,
+                        history_weight=conv.history_weight,
+                        split_sides=conv.split_sides,
+                        own_terms_share=conv.own_terms_share,
                     ),
                 )
             )

@@ -563,5 +563,7 @@ def build_services(
             max_history_turns=settings.conversation.max_history_turns,
             max_tokens=settings.conversation.rewrite_max_tokens,
             history_weight=settings.conversation.history_weight,
+            split_sides=settings.conversation.split_sides,
+            own_terms_share=settings.conversation.own_terms_share,
         ),
     )

@@ -736,11 +736,29 @@ class ConversationSettings(BaseModel):
         default=0.5,
         ge=0.0,
         le=1.0,
-        description="A follow-up's earlier turns are also searched as queries of their own, "
+        description="A follow-up searched as one string (an LLM rewrite, or split_sides off) "
+        "also searches its earlier turns as queries of their own, "
         "fused into the hybrid search (RRF) at this weight per turn back (0.5: the previous "
         "turn at half the question's weight, the one before at a quarter). 0: only the rewritten "
         "query is searched. Measured on CISI and CACM follow-ups (BENCHMARKS.md, Follow-up "
         "questions).",
+    )
+    split_sides: bool = Field(
+        default=True,
+        description="A carried-forward follow-up is searched with one text per side: the dense "
+        "side embeds the conversation's questions as written, the lexical side mixes the "
+        "follow-up's own words (at own_terms_share) with the carried topic words, each part "
+        "normalised first; the earlier turns are then not fused in again (history_weight). "
+        "Off: one carried-forward query string for both sides. Chosen on the CISI follow-ups, "
+        "confirmed on the held-out CACM ones (BENCHMARKS.md, Follow-up questions).",
+    )
+    own_terms_share: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="With split_sides: the share of the lexical query held by the follow-up's "
+        "own words; the carried topic words hold the rest. Picked from 0.3 / 0.5 / 0.7 on the "
+        "CISI follow-ups (BENCHMARKS.md, Follow-up questions).",
     )
     retention_days: int = Field(
         default=90,

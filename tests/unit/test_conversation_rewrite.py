@@ -14,11 +14,14 @@ from perimeter.retrieval.conversation import (
     ConversationRewriter,
     Turn,
     accept_rewrite,
+    carried_terms,
     carry_forward,
+    chain_questions,
     content_terms,
     history_queries,
     leans_on_history,
 )
+from perimeter.retrieval.search import NO_CONTEXT
 
 pytestmark = pytest.mark.unit
 
@@ -211,25 +214,28 @@ def test_the_follow_up_sets_are_well_formed(path: Path, id_field: str) -> None:
 
 # -- the earlier turns as queries of their own (conversation.history_weight) -----------------
 def test_a_follow_up_searches_the_earlier_question_beside_it() -> None:
-    r = ConversationRewriter(None, use_llm=False).rewrite(
+    r = ConversationRewriter(None, use_llm=False, split_sides=False).rewrite(
         "What was the scatter attributed to?", [Turn(CYLINDERS)]
     )
-    assert r.context == ((CYLINDERS, 0.5),)
+    assert r.context.earlier == ((CYLINDERS, 0.5),)
     # A self-contained question, or none at all before it, searches nothing else.
-    alone = ConversationRewriter(None, use_llm=False).rewrite(
+    alone = ConversationRewriter(None, use_llm=False, split_sides=False).rewrite(
         "Which reactor designs use molten salt as coolant?", [Turn(CYLINDERS)]
     )
-    assert alone.context == ()
-    assert ConversationRewriter(None, use_llm=False).rewrite("How?", []).context == ()
+    assert alone.context == NO_CONTEXT and not alone.context
+    assert (
+        ConversationRewriter(None, use_llm=False, split_sides=False).rewrite("How?", []).context
+        == NO_CONTEXT
+    )
     # history_weight 0: the rewritten query alone, as before the setting.
-    off = ConversationRewriter(None, use_llm=False, history_weight=0.0).rewrite(
+    off = ConversationRewriter(None, use_llm=False, history_weight=0.0, split_sides=False).rewrite(
         "What was the scatter attributed to?", [Turn(CYLINDERS)]
     )
-    assert off.context == () and off.search_query == r.search_query
+    assert off.context.earlier == () and off.search_query == r.search_query
 
 
 def test_the_weight_decays_by_turn_distance_back_to_where_the_topic_was_set() -> None:
-    rewriter = ConversationRewriter(None, use_llm=False, history_weight=0.5)
+    rewriter = ConversationRewriter(None, use_llm=False, history_weight=0.5, split_sides=False)
     topic = "What automated information systems exist in libraries?"
     history = [
         Turn("Which reactors use molten salt?"),  # an older topic: not searched
@@ -238,19 +244,56 @@ def test_the_weight_decays_by_turn_distance_back_to_where_the_topic_was_set() ->
     ]
     r = rewriter.rewrite("And what do they cost?", history)
     second = carry_forward("How are they tested?", topic)
-    assert r.context == ((second, 0.5), (topic, 0.25))
-    assert all("molten" not in text for text, _ in r.context)
+    assert r.context.earlier == ((second, 0.5), (topic, 0.25))
+    assert all("molten" not in text for text, _ in r.context.earlier)
+    # With split sides the dense side reads the same chain, as the user wrote it, and the
+    # earlier turns are not fused in again.
+    split = ConversationRewriter(None, use_llm=False).rewrite("And what do they cost?", history)
+    assert split.context.dense_text == f"{topic} How are they tested? And what do they cost?"
+    assert split.context.earlier == ()
     # A stored standalone query is the turn's query, as for the carry-forward.
     stored = rewriter.rewrite(
         "And what do they cost?",
         [Turn(topic), Turn("How are they tested?", search_query="testing library systems")],
     )
-    assert stored.context == (("testing library systems", 0.5), (topic, 0.25))
+    assert stored.context.earlier == (("testing library systems", 0.5), (topic, 0.25))
 
 
 def test_history_queries_are_deduplicated_and_bounded_by_the_history() -> None:
     assert history_queries([("a b", False), ("a b", True)], 0.5) == (("a b", 0.5),)
     assert history_queries([("a", False)], 0.0) == ()
-    rewriter = ConversationRewriter(None, use_llm=False, max_history_turns=1)
+    rewriter = ConversationRewriter(None, use_llm=False, max_history_turns=1, split_sides=False)
     r = rewriter.rewrite("How are they tested?", [Turn(CYLINDERS), Turn("Why are they weak?")])
-    assert [text for text, _ in r.context] == ["Why are they weak?"]
+    assert [text for text, _ in r.context.earlier] == ["Why are they weak?"]
+
+
+# -- split sides (conversation.split_sides, own_terms_share) ---------------------------------
+def test_a_carried_follow_up_gets_a_dense_text_and_a_lexical_mix() -> None:
+    question = "What was the scatter attributed to?"
+    r = ConversationRewriter(None, use_llm=False, own_terms_share=0.3).rewrite(
+        question, [Turn(CYLINDERS)]
+    )
+    assert r.method == "carry"
+    assert r.context.dense_text == f"{CYLINDERS} {question}"
+    carried = " ".join(carried_terms(question, CYLINDERS))
+    assert r.context.lexical == ((question, 0.3), (carried, pytest.approx(0.7)))
+    # The search query shown and stored is still the one carried-forward string.
+    assert r.search_query == carry_forward(question, CYLINDERS)
+    off = ConversationRewriter(None, use_llm=False, split_sides=False).rewrite(
+        question, [Turn(CYLINDERS)]
+    )
+    assert off.context.dense_text is None and off.context.lexical == ()
+    # Split, the earlier question is already on both sides: it is not fused in a third time.
+    assert r.context.earlier == () and off.context.earlier == ((CYLINDERS, 0.5),)
+
+
+def test_a_follow_up_with_no_words_of_its_own_has_no_lexical_mix() -> None:
+    r = ConversationRewriter(None, use_llm=False).rewrite("Why?", [Turn(CYLINDERS)])
+    assert r.method == "carry" and r.context.lexical == ()
+    assert r.context.dense_text == f"{CYLINDERS} Why?"
+
+
+def test_chain_questions_stop_where_the_topic_was_set() -> None:
+    history = [Turn("Which reactors use molten salt?"), Turn(CYLINDERS), Turn("Why did they fail?")]
+    standalones = [("a", False), ("b", False), ("c", True)]
+    assert chain_questions(history, standalones) == [CYLINDERS, "Why did they fail?"]

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from perimeter.eval.metrics import evaluate_run
 from perimeter.retrieval.conversation import ConversationRewriter, Turn
+from perimeter.retrieval.search import NO_CONTEXT, SearchContext
 
 FORMS = ("standalone", "conversation", "alone")
 
@@ -34,7 +35,7 @@ class FollowUpSearchSystem(Protocol):
     (:class:`~perimeter.eval.pipeline_system.PipelineSearchSystem`)."""
 
     def search(
-        self, query: str, mode: str, k: int, context: Sequence[tuple[str, float]] = ()
+        self, query: str, mode: str, k: int, context: SearchContext = NO_CONTEXT
     ) -> list[tuple[str, float]]: ...
 
 

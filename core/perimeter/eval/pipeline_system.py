@@ -44,6 +44,7 @@ from perimeter.domain import (
 from perimeter.eval.beir import CorpusDoc
 from perimeter.ingest.chunking import TITLE_CATEGORY, chunk_elements
 from perimeter.ingest.pipeline import embedding_text
+from perimeter.retrieval.search import NO_CONTEXT, SearchContext
 
 if TYPE_CHECKING:
     from perimeter.backends.protocols import Embedder
@@ -158,7 +159,7 @@ class PipelineSearchSystem:
         self._embedder.clear()
 
     def search(
-        self, query: str, mode: str, k: int, context: Sequence[tuple[str, float]] = ()
+        self, query: str, mode: str, k: int, context: SearchContext = NO_CONTEXT
     ) -> list[tuple[str, float]]:
         """``context``: a follow-up's earlier turns, searched beside it (Retriever.retrieve)."""
         result = self.services.retriever.retrieve(

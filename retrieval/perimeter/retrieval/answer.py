@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ from perimeter.domain import Completion, ScoredChunk, SearchFilter, Usage
 from perimeter.retrieval.citations import Attribution, SentenceSupport, attribute
 from perimeter.retrieval.llm_check import llm_recheck
 from perimeter.retrieval.prompt import NOT_FOUND, build_messages
-from perimeter.retrieval.search import ContextText, Mode, RetrievalResult, Retriever
+from perimeter.retrieval.search import NO_CONTEXT, Mode, RetrievalResult, Retriever, SearchContext
 from perimeter.retrieval.verifier import DEFAULT_THRESHOLD, CachedEmbed, ClaimVerifier
 
 SNIPPET_CHARS = 300
@@ -127,7 +127,7 @@ class AnswerService:
         flt: SearchFilter,
         top_k: int,
         mode: Mode = "hybrid",
-        context: Sequence[ContextText] = (),
+        context: SearchContext = NO_CONTEXT,
     ) -> RetrievalResult:
         """``context``: a follow-up's earlier turns, searched beside it (Retriever.retrieve)."""
         return self._retriever.retrieve(question, flt, top_k, mode, context)
@@ -257,7 +257,7 @@ class AnswerService:
         mode: Mode = "hybrid",
         model: str | None = None,
         search_query: str | None = None,
-        context: Sequence[ContextText] = (),
+        context: SearchContext = NO_CONTEXT,
     ) -> tuple[RetrievalResult, Iterator[tuple[str, Any]]]:
         """Retrieval runs eagerly (so errors surface before the stream starts); the returned
         iterator yields ("token", str) events, then one ("answer", Answer). ``search_query``:

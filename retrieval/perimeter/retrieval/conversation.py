@@ -13,13 +13,22 @@ Two ways, tried in this order:
   standalone query are appended to it. A self-contained question is searched as asked, so a
   change of topic does not drag the old one along.
 
-Either way the earlier turns are also searched as queries of their own: the standalone query of
+A follow-up searched as one string (an LLM rewrite, or ``split_sides`` off; see below) also
+searches the earlier turns as queries of their own: the standalone query of
 each turn the follow-up's chain of references goes back through is fused into the hybrid search
 (reciprocal-rank fusion) at ``history_weight`` to the power of its distance in turns (0.5: the
 previous turn at half the weight of the question, the one before at a quarter). A single query
 string cannot say "this is the topic, that is what is asked now"; a second ranked list can, and
 it keeps the topic's documents in view even when the follow-up's own words pull elsewhere
 (BENCHMARKS.md, "Follow-up questions").
+
+A carried-forward follow-up is searched with a text per side instead (``split_sides``): the dense
+side embeds the questions as the user wrote them (the chain's, then the follow-up), which a
+sentence encoder reads better than a bag of carried keywords; the lexical side mixes the
+follow-up's own words and the carried topic words, each part normalised first, at
+``own_terms_share`` to the follow-up (0.3: the topic words, which name what the documents are
+about, weigh more than the follow-up's few words, which name the aspect asked about; in one
+string their weights follow their counts instead).
 
 Only user turns ever feed the carry-forward and the answer prompt; the system turn and earlier
 assistant turns can at most influence the LLM's search query, never the instructions or the
@@ -36,6 +45,7 @@ from typing import Literal
 
 from perimeter.backends.protocols import LLM
 from perimeter.domain import ChatMessage
+from perimeter.retrieval.search import NO_CONTEXT, SearchContext
 from perimeter.textproc import ENGLISH_STOPWORDS, WORD_RE, analyze
 
 Method = Literal["none", "carry", "llm"]
@@ -166,9 +176,11 @@ class Rewrite:
     method: Method
     llm_ms: float = 0.0  # LLM time of this turn's rewrite (0 without an LLM call)
     llm_error: str | None = None  # why an attempted LLM rewrite was not used
-    # (earlier turn's standalone query, fusion weight), nearest first: searched beside
-    # search_query (Retriever.retrieve's ``context``); empty for a self-contained question.
-    context: tuple[tuple[str, float], ...] = ()
+    # How retrieval searches beyond search_query (Retriever.retrieve's ``context``): the
+    # earlier turns' standalone queries with their fusion weights, nearest first, and for a
+    # carried-forward follow-up the dense text and the lexical mix. Empty for a self-contained
+    # question.
+    context: SearchContext = NO_CONTEXT
 
     def timings(self) -> dict[str, float]:
         # Reported for every follow-up, 0 when no LLM was asked: the per-turn rewrite cost.
@@ -211,10 +223,15 @@ def leans_on_history(question: str) -> bool:
     return own <= MIN_OWN_TERMS
 
 
+def carried_terms(question: str, previous_query: str) -> list[str]:
+    """The previous standalone query's content words the question does not repeat."""
+    own = set(content_terms(question))
+    return [t for t in content_terms(previous_query) if t not in own][:MAX_CARRIED_TERMS]
+
+
 def carry_forward(question: str, previous_query: str) -> str:
     """The question plus the previous standalone query's content words it does not repeat."""
-    own = set(content_terms(question))
-    carried = [t for t in content_terms(previous_query) if t not in own][:MAX_CARRIED_TERMS]
+    carried = carried_terms(question, previous_query)
     if not carried:
         return question.strip()
     return f"{question.strip()} {' '.join(carried)}"
@@ -253,6 +270,17 @@ def history_queries(
     return tuple(out.items())
 
 
+def chain_questions(history: Sequence[Turn], standalones: Sequence[tuple[str, bool]]) -> list[str]:
+    """The earlier questions, as the user wrote them, that a follow-up's chain of references
+    goes back through, oldest first (the same chain as :func:`history_queries`)."""
+    out: list[str] = []
+    for turn, (_, leaned) in zip(reversed(history), reversed(standalones), strict=True):
+        out.append(_clean(turn.question))
+        if not leaned:
+            break
+    return out[::-1]
+
+
 def _clean(text: str) -> str:
     return " ".join(text.split())
 
@@ -268,12 +296,16 @@ class ConversationRewriter:
         max_history_turns: int = 6,
         max_tokens: int = 64,
         history_weight: float = 0.5,
+        split_sides: bool = True,
+        own_terms_share: float = 0.3,
     ) -> None:
         self._llm = llm
         self._use_llm = use_llm and llm is not None
         self._max_history = max(1, max_history_turns)
         self._max_tokens = max_tokens
         self._history_weight = history_weight
+        self._split_sides = split_sides
+        self._own_share = min(1.0, max(0.0, own_terms_share))
 
     @property
     def uses_llm(self) -> bool:
@@ -298,7 +330,8 @@ class ConversationRewriter:
         answer_question = (
             f"{question} (follow-up to: {_clean(history[-1].question)})" if dependent else question
         )
-        context = history_queries(standalones, self._history_weight) if dependent else ()
+        earlier = history_queries(standalones, self._history_weight) if dependent else ()
+        context = SearchContext(earlier=earlier)
         llm_error: str | None = None
         llm_ms = 0.0
         if allow_llm and self._use_llm and self._llm is not None:
@@ -323,6 +356,8 @@ class ConversationRewriter:
                 llm_ms = (time.perf_counter() - t0) * 1000
                 llm_error = f"{type(exc).__name__}"
         if dependent and previous is not None:
+            if self._split_sides:
+                context = self._split(question, previous, history, standalones)
             return Rewrite(
                 carry_forward(question, previous),
                 answer_question,
@@ -332,6 +367,27 @@ class ConversationRewriter:
                 context,
             )
         return Rewrite(question, question, "none", llm_ms, llm_error)
+
+    def _split(
+        self,
+        question: str,
+        previous: str,
+        history: Sequence[Turn],
+        standalones: Sequence[tuple[str, bool]],
+    ) -> SearchContext:
+        """A carried-forward follow-up searched with a text per side: the dense side embeds the
+        questions as written (the chain's, then this one), the lexical side mixes the
+        follow-up's own words at ``own_terms_share`` with the carried topic words.
+
+        The earlier turns are not also fused in as queries of their own: both sides already
+        hold the topic, and a third list of it outweighs what is asked now (measured on both
+        follow-up sets: BENCHMARKS.md, "Follow-up questions")."""
+        dense_text = " ".join([*chain_questions(history, standalones), question])
+        carried = carried_terms(question, previous)
+        lexical: tuple[tuple[str, float], ...] = ()
+        if carried and content_terms(question):
+            lexical = ((question, self._own_share), (" ".join(carried), 1.0 - self._own_share))
+        return SearchContext(dense_text=dense_text, lexical=lexical)
 
     @staticmethod
     def rewrite_messages(question: str, history: Sequence[Turn]) -> list[ChatMessage]:

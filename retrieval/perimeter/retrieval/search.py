@@ -20,6 +20,48 @@ ContextText = tuple[str, float]
 
 
 @dataclass(frozen=True, slots=True)
+class SearchContext:
+    """What a follow-up's search adds to its standalone query string
+    (perimeter.retrieval.conversation); the empty value searches the query as it is.
+
+    ``earlier``: earlier turns' queries, each searched as a query of its own and fused at its
+    weight (hybrid mode). ``dense_text``: what the dense side embeds in place of the query (the
+    conversation's questions as written: a sentence encoder reads them better than a bag of
+    carried keywords). ``lexical``: the lexical query as a mix of parts, each part's vector
+    normalised to unit L1 mass and scaled by its share (the follow-up's own words and the
+    carried topic words), so the topic's many words cannot drown what is asked now, nor the
+    reverse, whatever their counts."""
+
+    earlier: tuple[ContextText, ...] = ()
+    dense_text: str | None = None
+    lexical: tuple[ContextText, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.earlier or self.dense_text or self.lexical)
+
+
+NO_CONTEXT = SearchContext()
+
+
+def mix_sparse(parts: Sequence[tuple[SparseVector | None, float]]) -> SparseVector | None:
+    """The share-weighted sum of the parts' vectors, each first scaled to unit L1 mass (a
+    part with no terms, or a share of 0 or less, adds nothing)."""
+    acc: dict[int, float] = {}
+    for vector, share in parts:
+        if vector is None or share <= 0:
+            continue
+        mass = sum(abs(v) for v in vector.values)
+        if mass <= 0:
+            continue
+        for index, value in zip(vector.indices, vector.values, strict=True):
+            acc[index] = acc.get(index, 0.0) + share * value / mass
+    if not acc:
+        return None
+    indices = sorted(acc)
+    return SparseVector(indices=indices, values=[acc[i] for i in indices])
+
+
+@dataclass(frozen=True, slots=True)
 class RetrievalResult:
     chunks: list[ScoredChunk]
     best_dense_score: float | None
@@ -71,10 +113,11 @@ class Retriever:
         flt: SearchFilter,
         top_k: int,
         mode: Mode = "hybrid",
-        context: Sequence[ContextText] = (),
+        context: SearchContext = NO_CONTEXT,
     ) -> RetrievalResult:
-        """``context``: (text, weight) queries whose dense and sparse lists are fused into the
-        question's (hybrid mode only; dense and sparse modes search the question alone)."""
+        """``context``: how a follow-up is searched beyond ``question`` (SearchContext). Its
+        earlier turns are fused in hybrid mode only; its dense text serves the dense side and
+        its lexical mix the sparse side in every mode that searches them."""
         attributes: dict[str, str | int] = {
             "perimeter.tenant.id": flt.tenant_id,
             "perimeter.retrieval.mode": mode,
@@ -95,20 +138,41 @@ class Retriever:
         flt: SearchFilter,
         top_k: int,
         mode: Mode,
-        context: Sequence[ContextText] = (),
+        context: SearchContext = NO_CONTEXT,
     ) -> RetrievalResult:
-        context = (
-            [(text, weight) for text, weight in context if weight > 0] if mode == "hybrid" else []
-        )
+        earlier = [(t, w) for t, w in context.earlier if w > 0] if mode == "hybrid" else []
+        dense_text = context.dense_text or question
+        lexical = [(t, w) for t, w in context.lexical if w > 0 and t.strip()]
+        if not lexical and dense_text != question:
+            lexical = [(question, 1.0)]  # the sparse side still searches the query itself
+        # Without a separate lexical encoder the sparse vectors come from the model (a learned
+        # sparse head), so the lexical parts are encoded with it too.
+        learned_lexical = lexical if self._sparse is None and mode != "dense" else []
         t0 = time.perf_counter()
         with self._tracer.start_as_current_span("retrieval.embed_query"):
-            # One call for the question and its context texts: the model batches them.
-            encoded_all = self._embedder.encode_queries([question, *(t for t, _ in context)])
+            # One call for every text this search needs: the model batches them.
+            texts = [dense_text, *(t for t, _ in learned_lexical), *(t for t, _ in earlier)]
+            encoded_all = self._embedder.encode_queries(texts)
             encoded = encoded_all[0]
-            sparse = self._query_sparse(question, encoded.sparse) if mode != "dense" else None
+            sparse: SparseVector | None = None
+            if mode != "dense":
+                if lexical and self._sparse is not None:
+                    vectors = self._sparse.encode_queries([t for t, _ in lexical])
+                    sparse = mix_sparse(
+                        [(v, w) for v, (_, w) in zip(vectors, lexical, strict=True)]
+                    )
+                elif lexical:
+                    parts = encoded_all[1 : 1 + len(learned_lexical)]
+                    sparse = mix_sparse(
+                        [(e.sparse, w) for e, (_, w) in zip(parts, lexical, strict=True)]
+                    )
+                else:
+                    sparse = self._query_sparse(question, encoded.sparse)
             extra = [
                 ContextQuery(e.dense, self._query_sparse(text, e.sparse), weight)
-                for (text, weight), e in zip(context, encoded_all[1:], strict=True)
+                for (text, weight), e in zip(
+                    earlier, encoded_all[1 + len(learned_lexical) :], strict=True
+                )
             ]
         t1 = time.perf_counter()
         if sparse is not None and encoded.sparse is None and self._feedback_chunks > 0:

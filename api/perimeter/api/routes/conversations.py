@@ -25,6 +25,7 @@ from perimeter.api.schemas import (
 from perimeter.composition import Services
 from perimeter.domain import ConversationRecord
 from perimeter.retrieval.conversation import Turn
+from perimeter.retrieval.search import NO_CONTEXT, SearchContext
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
 
@@ -206,8 +207,8 @@ class FollowUp:
     timings: dict[str, float] = field(default_factory=dict)
     conversation_id: str | None = None
     collection: str | None = None
-    # earlier turns searched beside search_query (Rewrite.context)
-    context: tuple[tuple[str, float], ...] = ()
+    # how retrieval searches beyond search_query (Rewrite.context)
+    context: SearchContext = NO_CONTEXT
 
     @classmethod
     def of(
