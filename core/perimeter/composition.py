@@ -270,6 +270,19 @@ def llm_base_url(settings: Settings) -> str:
     return settings.llm.base_url or f"http://127.0.0.1:{settings.llm.embedded_port}/v1"
 
 
+def build_llm(settings: Settings) -> OpenAICompatibleLLM:
+    """The deployment's LLM client (vLLM in production, the embedded server by default)."""
+    return OpenAICompatibleLLM(
+        base_url=llm_base_url(settings),
+        model=settings.llm.model,
+        api_key=settings.llm.api_key.get_secret_value(),
+        timeout_s=settings.llm.timeout_s,
+        max_retries=settings.llm.max_retries,
+        max_tokens=settings.llm.max_tokens,
+        temperature=settings.llm.temperature,
+    )
+
+
 def build_chunk_store(settings: Settings) -> ChunkStore:
     """qdrant.url set: the Qdrant server. Unset: the embedded engine (qdrant.embedded), Qdrant
     Edge by default, qdrant-client local mode on request. Opens nothing yet."""
@@ -347,15 +360,7 @@ def build_services(
     tracing = build_tracer(settings.tracing)
     metadata = SqlMetadataStore(settings.database_url)
     blobs = BlobStore(settings.storage.blobs_dir)
-    llm = llm or OpenAICompatibleLLM(
-        base_url=llm_base_url(settings),
-        model=settings.llm.model,
-        api_key=settings.llm.api_key.get_secret_value(),
-        timeout_s=settings.llm.timeout_s,
-        max_retries=settings.llm.max_retries,
-        max_tokens=settings.llm.max_tokens,
-        temperature=settings.llm.temperature,
-    )
+    llm = llm or build_llm(settings)
     reranker = (
         CrossEncoderReranker(settings.retrieval.reranker_model, device=settings.embedding.device)
         if settings.retrieval.reranker_model

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from perimeter.cli import app
+from perimeter.domain import ChatMessage, Completion, ScoredChunk, Usage
 from perimeter.eval.groundedness import load_rows, run_groundedness_eval
+from perimeter.retrieval.citations import Attribution
+from perimeter.retrieval.llm_check import llm_recheck
 from perimeter.retrieval.verifier import ClaimVerifier
+from perimeter.settings import get_settings
 
 pytestmark = pytest.mark.unit
 
@@ -69,3 +75,64 @@ def test_malformed_rows_name_their_line(tmp_path: Path, row: object, message: st
     with pytest.raises(ValueError, match=message) as info:
         load_rows(write(tmp_path, [ROWS[0], row]))
     assert ":2:" in str(info.value)
+
+
+class Judge:
+    """A scripted verification model: the LLM is not under test here, the eval's plumbing is
+    (tests/integration/test_llm_verification.py runs the real one)."""
+
+    def __init__(self, rejects: str) -> None:
+        self.rejects = rejects
+        self.claims: list[str] = []
+
+    @property
+    def model_name(self) -> str:
+        return "judge"
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        max_tokens: int | None = None,
+        model: str | None = None,
+    ) -> Completion:
+        claim = messages[-1].content.split("Claim: ", 1)[1]
+        self.claims.append(claim)
+        return Completion("no" if self.rejects in claim else "yes", "judge", Usage())
+
+
+def test_the_llm_recheck_runs_on_what_the_checks_passed(tmp_path: Path) -> None:
+    judge = Judge(rejects="set in 2019")
+
+    def recheck(attr: Attribution, chunks: Sequence[ScoredChunk]) -> int:
+        return llm_recheck(attr, chunks, judge)
+
+    report = run_groundedness_eval(
+        load_rows(write(tmp_path, ROWS)), ClaimVerifier(), recheck=recheck
+    )
+    # The checks caught 7492 on their own; the judge turns the third answer's false negative
+    # into a catch, and is asked only about the sentences the checks passed.
+    assert (report.tp, report.fp, report.fn, report.tn) == (2, 0, 0, 1)
+    assert report.llm_calls == 2 and len(judge.claims) == 2
+    assert not any("7492" in c for c in judge.claims)
+    assert "LLM recheck        2 calls" in report.to_table()
+
+
+def test_cli_llm_verification_names_an_unreachable_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PERIMETER_LLM__BASE_URL", f"http://127.0.0.1:{port}/v1")
+    monkeypatch.setenv("PERIMETER_LLM__MAX_RETRIES", "0")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["eval", "groundedness", "--data", str(write(tmp_path, ROWS)), "--llm-verification"],
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code != 0
+    assert f"cannot reach the LLM at http://127.0.0.1:{port}/v1" in result.output
+    assert "Traceback" not in result.output

@@ -12,6 +12,10 @@ from perimeter.cli.common import UrlOpt, _fail, _logging, app, console, err
 from perimeter.client import PerimeterClient, PerimeterError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from perimeter.domain import ScoredChunk
+    from perimeter.retrieval.citations import Attribution
     from perimeter.settings import Settings
 
 eval_app = typer.Typer(
@@ -254,6 +258,15 @@ def eval_groundedness(
             "unset there, the claim checks alone decide, as in the API)."
         ),
     ] = None,
+    llm_verification: Annotated[
+        bool | None,
+        typer.Option(
+            "--llm-verification/--no-llm-verification",
+            help="Also put the sentences the checks passed to the deployment's LLM, as the API "
+            "does with PERIMETER_ANSWERS__LLM_VERIFICATION (default: that setting). The LLM "
+            "server must be running (PERIMETER_LLM__BASE_URL, or the embedded one).",
+        ),
+    ] = None,
 ) -> None:
     """Run the answer verifier over labelled answers, exactly as the API runs it, and report
     precision / recall / F1 of the "hallucinated" class, accuracy and latency per answer."""
@@ -281,8 +294,34 @@ def eval_groundedness(
         # their sources).
         embed = CachedEmbed(lambda texts: [e.dense for e in model.encode_documents(list(texts))])
         model.encode_documents(["warm up"])  # model loading is not verification latency
+    settings = get_settings()
+    if llm_verification is None:
+        llm_verification = settings.answers.llm_verification
+    recheck = None
+    if llm_verification:
+        from perimeter.composition import build_llm, llm_base_url
+        from perimeter.domain import ChatMessage
+        from perimeter.retrieval.llm_check import llm_recheck
+
+        llm = build_llm(settings)
+        model_name = settings.answers.llm_verification_model
+        try:  # fail before the run, with the URL, rather than on the first answer
+            llm.complete([ChatMessage("user", "Reply yes.")], max_tokens=1, model=model_name)
+        except Exception as exc:
+            _fail(
+                f"cannot reach the LLM at {llm_base_url(settings)} for --llm-verification "
+                f"({type(exc).__name__}: {exc}); start it (`perimeter up` runs the embedded "
+                "one) or set PERIMETER_LLM__BASE_URL"
+            )
+            return
+
+        def recheck(attr: Attribution, chunks: Sequence[ScoredChunk]) -> int:
+            return llm_recheck(attr, chunks, llm, model=model_name)
+
     err.print(f"verifying {len(rows)} answers …")
-    report = run_groundedness_eval(rows, ClaimVerifier(embed=embed, threshold=threshold))
+    report = run_groundedness_eval(
+        rows, ClaimVerifier(embed=embed, threshold=threshold), recheck=recheck
+    )
     print(report.to_table())
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

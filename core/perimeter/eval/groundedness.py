@@ -6,6 +6,8 @@ keys are ignored). Each answer is verified exactly as the API verifies one
 (``perimeter.retrieval.citations.attribute`` with the deployment's verifier settings): an
 answer with any unsupported sentence is predicted "hallucinated". Reported: precision /
 recall / F1 of the "hallucinated" class, accuracy, and verification latency per answer.
+With ``recheck`` (the API's optional LLM pass, ``answers.llm_verification``), the sentences
+the checks passed are also put to the LLM, and its time counts in the latency.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from perimeter.domain import ScoredChunk
-from perimeter.retrieval.citations import attribute
+from perimeter.retrieval.citations import Attribution, attribute
 from perimeter.retrieval.verifier import ClaimVerifier
 
 LABELS = ("supported", "hallucinated")
+# A second pass over an attribution (the LLM recheck): marks sentences unsupported in place and
+# returns the number of LLM calls it made.
+Recheck = Callable[[Attribution, Sequence[ScoredChunk]], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,7 @@ class GroundednessReport:
     latency_ms_p95: float
     sources_per_answer: float
     predictions: list[dict[str, object]] = field(default_factory=list)
+    llm_calls: int = 0  # the LLM recheck's calls, over all answers (0 without it)
 
     @property
     def precision(self) -> float:
@@ -74,6 +80,11 @@ class GroundednessReport:
             f"verification ms    p50 {self.latency_ms_p50:.1f}  p95 {self.latency_ms_p95:.1f}  "
             f"({self.sources_per_answer:.1f} sources per answer)",
         ]
+        if self.llm_calls:
+            lines.append(
+                f"LLM recheck        {self.llm_calls} calls "
+                f"({self.llm_calls / max(1, self.rows):.1f} per answer, in the latency above)"
+            )
         return "\n".join(lines)
 
     def to_json(self) -> str:
@@ -143,16 +154,18 @@ def run_groundedness_eval(
     rows: Iterable[GroundednessRow],
     verifier: ClaimVerifier,
     progress: Callable[[int], None] | None = None,
+    recheck: Recheck | None = None,
 ) -> GroundednessReport:
-    tp = fp = fn = tn = 0
+    tp = fp = fn = tn = calls = 0
     latencies: list[float] = []
     n_sources: list[int] = []
     predictions: list[dict[str, object]] = []
     for i, row in enumerate(rows, start=1):
         t0 = time.perf_counter()
-        attr = attribute(
-            row.answer, as_chunks(row.sources), question=row.question, verifier=verifier
-        )
+        chunks = as_chunks(row.sources)
+        attr = attribute(row.answer, chunks, question=row.question, verifier=verifier)
+        if recheck is not None and not attr.abstained:  # as the API: abstentions are not asked
+            calls += recheck(attr, chunks)
         latencies.append((time.perf_counter() - t0) * 1000)
         n_sources.append(len(row.sources))
         flagged = bool(attr.unsupported)
@@ -177,4 +190,5 @@ def run_groundedness_eval(
         latency_ms_p95=round(_percentile(latencies, 0.95), 2),
         sources_per_answer=round(statistics.fmean(n_sources), 2) if n_sources else 0.0,
         predictions=predictions,
+        llm_calls=calls,
     )
