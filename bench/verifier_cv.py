@@ -19,6 +19,12 @@ from pathlib import Path
 GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
+def question_folds(questions: list[str], folds: int) -> dict[str, int]:
+    """Deterministic grouped folds: distinct questions dealt round-robin in sorted order
+    (``bench/fit_verifier.py`` uses the same ones)."""
+    return {q: i % folds for i, q in enumerate(sorted(set(questions)))}
+
+
 def prf(pairs: list[tuple[bool, bool]]) -> dict[str, float]:
     tp = sum(f and t for f, t in pairs)
     fp = sum(f and not t for f, t in pairs)
@@ -60,8 +66,7 @@ def main() -> None:
         ]
     truth = [r.label == "hallucinated" for r in rows]
     questions = sorted({r.question for r in rows})
-    # Deterministic grouped folds: questions dealt round-robin in sorted order.
-    fold_of = {q: i % args.folds for i, q in enumerate(questions)}
+    fold_of = question_folds(questions, args.folds)
     pooled: list[tuple[bool, bool]] = []
     chosen: list[float] = []
     for k in range(args.folds):

@@ -166,3 +166,22 @@ def test_embedding_cache_reuses_vectors_and_stays_bounded() -> None:
     cached(["ccc"])  # evicts the least recently used ("a")
     cached(["a"])
     assert calls[-1] == ["a"]
+
+
+def test_shipped_score_ranks_new_content_above_a_copy_and_decides_only_with_a_threshold() -> None:
+    from perimeter.retrieval.verifier import ClaimVerifier
+
+    sources = [ZEPHYR.text]
+    question = "Why was Project Zephyr launched?"
+    copy = "Project Zephyr was launched in Oslo in 2019 by Ingrid Berg."
+    # Half of its content words are in no source: under the novelty limit, so the checks pass.
+    new = "Project Zephyr was launched to improve weather forecasting."
+    default = ClaimVerifier().verify([copy, new], sources, question)
+    assert [v.failed_checks for v in default] == [[], []]
+    assert all(v.supported for v in default)  # no threshold by default: the checks decide
+    p_copy, p_new = (v.probability for v in default)
+    assert p_copy < 0.05 < p_new
+    strict = ClaimVerifier(threshold=(p_copy + p_new) / 2).verify([copy, new], sources, question)
+    assert strict[0].supported
+    assert not strict[1].supported
+    assert strict[1].reasons == ["the sources do not state this"]
