@@ -11,12 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from perimeter.cli import app
-from perimeter.domain import ChatMessage, Completion, ScoredChunk, Usage
+from perimeter.domain import ScoredChunk
 from perimeter.eval.groundedness import load_rows, run_groundedness_eval
 from perimeter.retrieval.citations import Attribution
 from perimeter.retrieval.llm_check import llm_recheck
 from perimeter.retrieval.verifier import ClaimVerifier
 from perimeter.settings import get_settings
+from tests.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.unit
 
@@ -77,31 +78,11 @@ def test_malformed_rows_name_their_line(tmp_path: Path, row: object, message: st
     assert ":2:" in str(info.value)
 
 
-class Judge:
-    """A scripted verification model: the LLM is not under test here, the eval's plumbing is
-    (tests/integration/test_llm_verification.py runs the real one)."""
-
-    def __init__(self, rejects: str) -> None:
-        self.rejects = rejects
-        self.claims: list[str] = []
-
-    @property
-    def model_name(self) -> str:
-        return "judge"
-
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        max_tokens: int | None = None,
-        model: str | None = None,
-    ) -> Completion:
-        claim = messages[-1].content.split("Claim: ", 1)[1]
-        self.claims.append(claim)
-        return Completion("no" if self.rejects in claim else "yes", "judge", Usage())
-
-
 def test_the_llm_recheck_runs_on_what_the_checks_passed(tmp_path: Path) -> None:
-    judge = Judge(rejects="set in 2019")
+    # The judge rejects one claim: the recheck's plumbing is under test, not a model.
+    judge = ScriptedLLM(
+        lambda prompt: "no" if "Claim: The launch code was set" in prompt else "yes"
+    )
 
     def recheck(attr: Attribution, chunks: Sequence[ScoredChunk]) -> int:
         return llm_recheck(attr, chunks, judge)
@@ -112,8 +93,8 @@ def test_the_llm_recheck_runs_on_what_the_checks_passed(tmp_path: Path) -> None:
     # The checks caught 7492 on their own; the judge turns the third answer's false negative
     # into a catch, and is asked only about the sentences the checks passed.
     assert (report.tp, report.fp, report.fn, report.tn) == (2, 0, 0, 1)
-    assert report.llm_calls == 2 and len(judge.claims) == 2
-    assert not any("7492" in c for c in judge.claims)
+    assert report.llm_calls == 2 and len(judge.asked) == 2
+    assert not any("7492" in m[-1].content.split("Claim: ")[1] for m in judge.asked)
     assert "LLM recheck        2 calls" in report.to_table()
 
 

@@ -5,13 +5,12 @@ real model is not under test; tests/integration/test_llm_verification.py runs th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-
 import pytest
 
-from perimeter.domain import ChatMessage, Completion, ScoredChunk, Usage
+from perimeter.domain import ScoredChunk
 from perimeter.retrieval.citations import attribute
 from perimeter.retrieval.llm_check import llm_recheck, messages_for, verdict_of
+from tests.scripted_llm import ScriptedLLM as Scripted
 
 pytestmark = pytest.mark.unit
 
@@ -21,36 +20,6 @@ SOURCES = [
         "p2", "d2", 0, "The 2025 marketing budget is 1.2 million euros.", "b.md", 1, None, 1
     ),
 ]
-
-
-class Scripted:
-    def __init__(self, replies: list[str]) -> None:
-        self.replies = replies
-        self.asked: list[Sequence[ChatMessage]] = []
-
-    @property
-    def model_name(self) -> str:
-        return "judge"
-
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        max_tokens: int | None = None,
-        model: str | None = None,
-    ) -> Completion:
-        self.asked.append(messages)
-        return Completion(self.replies.pop(0), "judge", Usage())
-
-    def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        max_tokens: int | None = None,
-        model: str | None = None,
-    ) -> Iterator[str]:
-        raise AssertionError("not used")
-
-    def ping(self) -> bool:
-        return True
 
 
 ANSWER = (
