@@ -440,8 +440,9 @@ class ClaimVerifier:
                 if aligned_negated
                 else "the sentence negates what the closest source sentence states"
             )
-        # Mostly new content: over half of its content words occur in no source (nor the
-        # question). Such a sentence adds information; a paraphrase keeps the content words.
+        # Mostly new content: more than NOVEL_LIMIT (70 %) of its content words, and at least
+        # three, occur in no source (nor the question). Such a sentence adds information; a
+        # paraphrase keeps the content words.
         if len(novel) >= 3 and len(novel) / n > NOVEL_LIMIT:
             hard.append(
                 f"most of it is in no source ({', '.join(sorted(novel)[:5])}"
