@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -263,22 +263,26 @@ def history_queries(
     if weight <= 0:
         return ()
     out: dict[str, float] = {}
-    for distance, (query, leaned) in enumerate(reversed(standalones), start=1):
-        out.setdefault(_clean(query), weight**distance)
-        if not leaned:
-            break
+    for i in _chain_back(standalones):
+        out.setdefault(_clean(standalones[i][0]), weight ** (len(standalones) - i))
     return tuple(out.items())
 
 
 def chain_questions(history: Sequence[Turn], standalones: Sequence[tuple[str, bool]]) -> list[str]:
     """The earlier questions, as the user wrote them, that a follow-up's chain of references
     goes back through, oldest first (the same chain as :func:`history_queries`)."""
-    out: list[str] = []
-    for turn, (_, leaned) in zip(reversed(history), reversed(standalones), strict=True):
-        out.append(_clean(turn.question))
-        if not leaned:
-            break
-    return out[::-1]
+    if len(history) != len(standalones):
+        raise ValueError("one standalone query per earlier turn")
+    return [_clean(history[i].question) for i in reversed(list(_chain_back(standalones)))]
+
+
+def _chain_back(standalones: Sequence[tuple[str, bool]]) -> Iterator[int]:
+    """Indexes of the earlier turns a follow-up's references go back through, nearest first,
+    ending at the turn that did not lean on the one before it (where the topic was set)."""
+    for i in range(len(standalones) - 1, -1, -1):
+        yield i
+        if not standalones[i][1]:
+            return
 
 
 def _clean(text: str) -> str:
@@ -356,10 +360,11 @@ class ConversationRewriter:
                 llm_ms = (time.perf_counter() - t0) * 1000
                 llm_error = f"{type(exc).__name__}"
         if dependent and previous is not None:
+            carried = carried_terms(question, previous)
             if self._split_sides:
-                context = self._split(question, previous, history, standalones)
+                context = self._split(question, carried, history, standalones)
             return Rewrite(
-                carry_forward(question, previous),
+                " ".join([question, *carried]),
                 answer_question,
                 "carry",
                 llm_ms,
@@ -371,7 +376,7 @@ class ConversationRewriter:
     def _split(
         self,
         question: str,
-        previous: str,
+        carried: Sequence[str],
         history: Sequence[Turn],
         standalones: Sequence[tuple[str, bool]],
     ) -> SearchContext:
@@ -383,7 +388,6 @@ class ConversationRewriter:
         hold the topic, and a third list of it outweighs what is asked now (measured on both
         follow-up sets: BENCHMARKS.md, "Follow-up questions")."""
         dense_text = " ".join([*chain_questions(history, standalones), question])
-        carried = carried_terms(question, previous)
         lexical: tuple[tuple[str, float], ...] = ()
         if carried and content_terms(question):
             lexical = ((question, self._own_share), (" ".join(carried), 1.0 - self._own_share))
