@@ -231,10 +231,11 @@ def carried_terms(question: str, previous_query: str) -> list[str]:
 
 def carry_forward(question: str, previous_query: str) -> str:
     """The question plus the previous standalone query's content words it does not repeat."""
-    carried = carried_terms(question, previous_query)
-    if not carried:
-        return question.strip()
-    return f"{question.strip()} {' '.join(carried)}"
+    return _with_terms(question, carried_terms(question, previous_query))
+
+
+def _with_terms(question: str, terms: Sequence[str]) -> str:
+    return " ".join([question.strip(), *terms])
 
 
 def _standalones(history: Sequence[Turn]) -> list[tuple[str, bool]]:
@@ -364,7 +365,7 @@ class ConversationRewriter:
             if self._split_sides:
                 context = self._split(question, carried, history, standalones)
             return Rewrite(
-                " ".join([question, *carried]),
+                _with_terms(question, carried),
                 answer_question,
                 "carry",
                 llm_ms,
