@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -133,6 +134,75 @@ def load_collection(name: str, folder: Path, budgets: Sequence[tuple[int, int]])
 # -- lexical side ----------------------------------------------------------------------------
 
 
+# Lucene's EnglishAnalyzer stop set (also bm25s's "en"): 33 words, against the shipped ~150.
+LUCENE_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "such",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "will",
+        "with",
+    ]
+)
+_POSSESSIVE = re.compile(r"(?<=\w)['\u2019][sS]\b")
+
+
+def analyzer_named(name: str) -> Any:
+    """The shipped sparse encoder's analyzer ("") or a variant of it.
+
+    Parts, joined by "+": ``keep1`` keeps one-character words (the shipped analyzer before
+    2026-12-03; it drops them now, ``retrieval.bm25_min_word_chars`` 2); ``poss`` drops the
+    English possessive ('s), as Lucene's EnglishPossessiveFilter does; ``lucene`` uses Lucene's
+    33-word stop set (bm25s's "en"); ``min2`` is the shipped behaviour, named for the tables
+    written before it shipped."""
+    from perimeter.textproc import ENGLISH_STOPWORDS, Analyzer
+
+    parts = set(name.split("+")) - {""}
+    unknown = parts - {"poss", "min2", "lucene", "keep1"}
+    if unknown:
+        raise ValueError(f"unknown analyzer parts: {sorted(unknown)}")
+    base = Analyzer(
+        "english",
+        LUCENE_STOPWORDS if "lucene" in parts else ENGLISH_STOPWORDS,
+        1 if "keep1" in parts else 2,
+    )
+    if "poss" not in parts:
+        return base
+
+    def analyze(text: str) -> list[str]:
+        return base(_POSSESSIVE.sub("", text))
+
+    return analyze
+
+
 def ordered_bigrams(terms: Sequence[str]) -> list[str]:
     """Adjacent ordered pairs of the analyzed (stopped, stemmed) token stream, as one feature
     each: the "ordered window 1" feature of the sequential dependence model (Metzler & Croft
@@ -147,10 +217,8 @@ class Lexical:
     dimensions of their own, with the same BM25 TF saturation and Qdrant IDF as a unigram. The
     length in the BM25 norm stays the unigram count, so the unigram weights do not change."""
 
-    def __init__(self, texts: list[str], bigrams: bool = False) -> None:
-        from perimeter.textproc import ENGLISH_STOPWORDS, Analyzer
-
-        self.analyze = Analyzer("english", ENGLISH_STOPWORDS)
+    def __init__(self, texts: list[str], bigrams: bool = False, analyzer: str = "") -> None:
+        self.analyze = analyzer_named(analyzer)
         self.bigrams = bigrams
         self.vocab: dict[str, int] = {}
         self.tf: list[Counter[int]] = []
@@ -282,6 +350,27 @@ def dbsf(lists: Sequence[list[tuple[int, float]]], weights: Sequence[float] | No
     return out
 
 
+def convex(
+    lists: Sequence[list[tuple[int, float]]], alpha: float, lower: Sequence[float | None]
+) -> dict:
+    """Convex combination of normalised scores, ``alpha`` for the first (dense) list and ``1 -
+    alpha`` for the second (Bruch, Gai & Ingber 2023, "An analysis of fusion functions for
+    hybrid retrieval"). Each list is scaled to [0, 1] between a lower bound and its top score:
+    the scoring function's theoretical minimum where ``lower`` gives one (TM2C2: -1 for cosine,
+    0 for BM25), else the list's own minimum (min-max). A document missing from a list scores 0
+    there."""
+    out: dict[int, float] = {}
+    for lst, w, lo in zip(lists, (alpha, 1.0 - alpha), lower, strict=True):
+        if not lst:
+            continue
+        s = np.array([v for _, v in lst])
+        low = float(s.min()) if lo is None else lo
+        span = float(s.max()) - low
+        for item, v in lst:
+            out[item] = out.get(item, 0.0) + w * ((v - low) / span if span > 0 else 1.0)
+    return out
+
+
 def to_docs(
     lst: list[tuple[int, float]], owner: np.ndarray, how: str = "max"
 ) -> list[tuple[int, float]]:
@@ -356,7 +445,7 @@ class Variant:
     avg_len: float | None = 100.0  # None: the collection's mean length
     fusion: str = "rrf"  # rrf | dbsf
     rrf_k: float = 20
-    weights: tuple[float, float] = (1.0, 1.5)
+    weights: tuple[float, float] = (1.0, 1.0)
     doc_level: str = ""  # "" chunk-level fusion (shipped); "max" | "top2": per document before
     rm3: bool = False
     prefetch: int = 300
@@ -371,6 +460,10 @@ class Variant:
     # BM25+ (Lv & Zhai 2011): each matched term's TF weight is at least this (0: plain BM25,
     # shipped; the paper's default is 1.0).
     bm25_delta: float = 0.0
+    # Text analysis of the sparse side (:func:`analyzer_named`; "" is the shipped analyzer).
+    analyzer: str = ""
+    # Weight of the dense list in a convex combination (fusion "tm2c2" or "minmax").
+    alpha: float = 0.5
 
 
 _runs: dict[tuple[str, str], dict[str, list[int]]] = {}  # (variant, set) -> ranked doc indexes
@@ -384,7 +477,7 @@ def run_variant(col: Collection, v: Variant, k: int = 100) -> dict[str, float]:
     else:
         vecs, owner = col.doc_vecs, None
         texts = ["\n".join([d.title] * v.title_weight + [d.text]) for d in _corpus_cache[col.name]]
-    lex = _lexical(col, v.chunk, v.title_weight, texts, v.bigram_share > 0)
+    lex = _lexical(col, v.chunk, v.title_weight, texts, v.bigram_share > 0, v.analyzer)
     out: dict[str, list[int]] = {}
     sims = col.query_vecs @ vecs.T
     for row, (_q, text) in enumerate(col.queries.items()):
@@ -409,6 +502,10 @@ def run_variant(col: Collection, v: Variant, k: int = 100) -> dict[str, float]:
             fused = rrf([dl, sl], v.rrf_k, v.weights)
         elif v.fusion == "dbsf":
             fused = dbsf([dl, sl], list(v.weights))
+        elif v.fusion == "tm2c2":
+            fused = convex([dl, sl], v.alpha, (-1.0, 0.0))
+        elif v.fusion == "minmax":
+            fused = convex([dl, sl], v.alpha, (None, None))
         elif v.fusion == "dense":
             fused = dict(dl)
         elif v.fusion == "sparse":
@@ -433,15 +530,20 @@ def lexical_text(chunk: Any, title_weight: int) -> str:
     return "\n".join([text] + [chunk.section] * (title_weight - 1))
 
 
-_lex_cache: dict[tuple[str, int, int, bool], Lexical] = {}
+_lex_cache: dict[tuple[str, int, int, bool, str], Lexical] = {}
 
 
 def _lexical(
-    col: Collection, chunk: int, title_weight: int, texts: list[str], bigrams: bool = False
+    col: Collection,
+    chunk: int,
+    title_weight: int,
+    texts: list[str],
+    bigrams: bool = False,
+    analyzer: str = "",
 ) -> Lexical:
-    key = (col.name, chunk, title_weight, bigrams)
+    key = (col.name, chunk, title_weight, bigrams, analyzer)
     if key not in _lex_cache:
-        _lex_cache[key] = Lexical(texts, bigrams)
+        _lex_cache[key] = Lexical(texts, bigrams, analyzer)
     return _lex_cache[key]
 
 
@@ -559,6 +661,84 @@ def lower_bound_variants(budgets: Sequence[int]) -> list[Variant]:
     return vs
 
 
+def analyzer_variants(budgets: Sequence[int], analyzers: Sequence[str]) -> list[Variant]:
+    """The sparse side's text analysis (issue #13, fourth pass): the shipped analyzer ("",
+    one-character words dropped) and variants (:func:`analyzer_named`; ``keep1`` is the one
+    shipped before), under RRF k=20 at equal weights (shipped) and at sparse weight 1.5 (shipped
+    before), under DBSF, and alone (the sparse list)."""
+    vs: list[Variant] = []
+    for c in budgets:
+        for a in ["", *analyzers]:
+            name = a or "shipped"
+            if a:
+                vs.append(Variant(f"analyzer={name} c{c}", c, analyzer=a))
+            vs.append(Variant(f"analyzer={name} w=1.5 c{c}", c, weights=(1.0, 1.5), analyzer=a))
+            vs.append(Variant(f"analyzer={name} dbsf c{c}", c, fusion="dbsf", analyzer=a))
+            vs.append(Variant(f"analyzer={name} sparse alone c{c}", c, fusion="sparse", analyzer=a))
+    return vs
+
+
+def convex_variants(budgets: Sequence[int], alphas: Sequence[float]) -> list[Variant]:
+    """Convex combination of normalised scores (:func:`convex`), TM2C2 and min-max, over a grid
+    of dense weights, with the shipped analyzer and with one-character words kept (keep1)."""
+    vs: list[Variant] = []
+    for c in budgets:
+        for a in alphas:
+            for fusion in ("tm2c2", "minmax"):
+                for an in ("", "keep1"):
+                    tag = f" analyzer={an}" if an else ""
+                    vs.append(
+                        Variant(
+                            f"{fusion} alpha={a}{tag} c{c}", c, fusion=fusion, alpha=a, analyzer=an
+                        )
+                    )
+    return vs
+
+
+def fusion_grid_variants(budgets: Sequence[int]) -> list[Variant]:
+    """RRF k × sparse weight with the shipped analyzer and with ``keep1`` (the one before): how
+    sharp the shipped k=20 / equal weights is (issue #13, fourth pass)."""
+    vs: list[Variant] = []
+    for c in budgets:
+        for an in ("", "keep1"):
+            for k in (10, 20, 40, 60):
+                for w in (1.0, 1.25, 1.5, 2.0, 3.0):
+                    name = f"grid k={k} w={w}{' analyzer=keep1' if an else ''} c{c}"
+                    vs.append(Variant(name, c, rrf_k=k, weights=(1.0, w), analyzer=an))
+    return vs
+
+
+def depth_variants(budgets: Sequence[int]) -> list[Variant]:
+    """The shipped defaults and the previous ones (one-character words kept, sparse weight 1.5)
+    at prefetch depths 50 (production's ``retrieval.prefetch_limit``), 100, 300 (this
+    evaluation's) and 1000; pair one against the other with ``--reference``."""
+    vs: list[Variant] = []
+    for c in budgets:
+        for pf in (50, 100, 300, 1000):
+            vs.append(Variant(f"depth pf={pf} c{c}", c, prefetch=pf))
+            vs.append(
+                Variant(
+                    f"depth previous pf={pf} c{c}",
+                    c,
+                    prefetch=pf,
+                    weights=(1.0, 1.5),
+                    analyzer="keep1",
+                )
+            )
+    return vs
+
+
+def bootstrap_interval(diffs: Sequence[float], resamples: int = 2000) -> tuple[float, float]:
+    """95 % percentile interval of the mean paired difference, queries resampled (seed 0)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    if not len(d):
+        return (0.0, 0.0)
+    rng = np.random.default_rng(0)
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", action="append", required=True, help="NAME=BEIR_DIR")
@@ -574,6 +754,21 @@ def main(argv: list[str] | None = None) -> None:
         "--bigram-shares",
         default="0.15,0.1,0.2",
         help="query bigram shares of the term-proximity (SDM) variants, comma-separated",
+    )
+    parser.add_argument(
+        "--analyzers",
+        default="keep1,poss,lucene,poss+lucene,keep1+poss,keep1+lucene",
+        help="sparse-side analyzer variants (analyzer_named), comma-separated",
+    )
+    parser.add_argument(
+        "--alphas",
+        default="0.3,0.4,0.5,0.6,0.7",
+        help="dense weights of the convex-combination variants, comma-separated",
+    )
+    parser.add_argument(
+        "--reference",
+        default="",
+        help="variant name the paired view compares against (default: shipped c<first budget>)",
     )
     parser.add_argument(
         "--paired", type=int, default=8, help="paired per-query counts for the top N variants"
@@ -601,8 +796,13 @@ def main(argv: list[str] | None = None) -> None:
         + field_variants(sizes, weights)
         + proximity_variants(sizes, shares)
         + lower_bound_variants(sizes)
+        + analyzer_variants(sizes, [a for a in args.analyzers.split(",") if a])
+        + convex_variants(sizes, [float(a) for a in args.alphas.split(",") if a])
+        + fusion_grid_variants(sizes)
+        + depth_variants(sizes)
     )
-    vs = [v for v in every if args.only in v.name or v.name == f"shipped c{sizes[0]}"]
+    reference = args.reference or f"shipped c{sizes[0]}"
+    vs = [v for v in every if args.only in v.name or v.name in (reference, f"shipped c{sizes[0]}")]
     started = time.perf_counter()
     for v in vs:
         results[v.name] = {c.name: run_variant(c, v) for c in cols}
@@ -620,11 +820,14 @@ def main(argv: list[str] | None = None) -> None:
             for c in cols
         )
         print(f"| {name} | {cells} | {worst(name):+.4f} |")
-    # Paired view of the leaders against the shipped configuration: per set, how many queries
-    # each one improves / worsens (nDCG@10), since one query moves a mean by up to ~0.02.
-    reference = f"shipped c{sizes[0]}"
+    # Paired view of the leaders against the reference (the shipped configuration unless
+    # --reference): per set, how many queries each one improves / worsens (nDCG@10) and the
+    # bootstrap interval of the mean difference, since one query moves a mean by up to ~0.02.
     ref_q = {c.name: per_query_ndcg(c, _runs[(reference, c.name)]) for c in cols}
-    print(f"paired against {reference} (queries better / worse / tied, per set):")
+    print(
+        f"paired against {reference} (per set: mean difference [95 % bootstrap interval], "
+        "queries better / worse / tied):"
+    )
     for name in sorted(results, key=worst, reverse=True)[: args.paired]:
         counts = []
         for c in cols:
@@ -632,7 +835,11 @@ def main(argv: list[str] | None = None) -> None:
             diffs = [mine[q] - ref_q[c.name][q] for q in mine]
             up = sum(d > 1e-9 for d in diffs)
             down = sum(d < -1e-9 for d in diffs)
-            counts.append(f"{c.name} {up}/{down}/{len(diffs) - up - down}")
+            lo, hi = bootstrap_interval(diffs)
+            mean = float(np.mean(diffs)) if diffs else 0.0
+            counts.append(
+                f"{c.name} {mean:+.4f} [{lo:+.3f}, {hi:+.3f}] {up}/{down}/{len(diffs) - up - down}"
+            )
         print(f"  {name}: {', '.join(counts)}")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps({"baselines": base, "variants": results}, indent=1))

@@ -384,6 +384,7 @@ def build_services(
                 k1=settings.retrieval.bm25_k1,
                 b=settings.retrieval.bm25_b,
                 avg_len=settings.retrieval.bm25_avg_len,
+                min_word_chars=settings.retrieval.bm25_min_word_chars,
             )
         )
         profile_store = (

@@ -151,13 +151,25 @@ ENGLISH_STOPWORDS: frozenset[str] = frozenset(
 
 class Analyzer:
     """Tokenize + stop + stem. PyStemmer objects are not thread-safe (a C stemming context and a
-    cache), and the API and worker threads analyze concurrently: one stemmer per thread."""
+    cache), and the API and worker threads analyze concurrently: one stemmer per thread.
+
+    ``min_word_chars``: words shorter than this are dropped before stemming. The default (1)
+    keeps every word, which the verifier needs ("5 mg", "type 2"). Lexical retrieval drops
+    one-character words (``retrieval.bm25_min_word_chars``), as Lucene-style and bm25s analyzers
+    do by token pattern: the possessive "s", "e"/"g" of "e.g.", initials and list letters match
+    many chunks and carry no topic."""
 
     def __init__(
-        self, language: str = "english", stopwords: frozenset[str] = ENGLISH_STOPWORDS
+        self,
+        language: str = "english",
+        stopwords: frozenset[str] = ENGLISH_STOPWORDS,
+        min_word_chars: int = 1,
     ) -> None:
+        if min_word_chars < 1:
+            raise ValueError("min_word_chars must be >= 1")
         self._language = language
         self._stopwords = stopwords
+        self._min_chars = min_word_chars
         self._local = threading.local()
 
     def _stemmer(self) -> Any:
@@ -171,7 +183,11 @@ class Analyzer:
 
     def __call__(self, text: str) -> list[str]:
         """Terms of ``text`` in order, with repeats (callers count term frequency)."""
-        words = [w for w in WORD_RE.findall(text.lower()) if w not in self._stopwords]
+        words = [
+            w
+            for w in WORD_RE.findall(text.lower())
+            if len(w) >= self._min_chars and w not in self._stopwords
+        ]
         if not words:
             return []
         return list(self._stemmer().stemWords(words))

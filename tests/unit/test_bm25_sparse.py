@@ -103,7 +103,30 @@ def test_unicode_words() -> None:
     assert enc.tokenize("Café naïve_user 2024") == ["café", "naïv", "user", "2024"]
 
 
-@pytest.mark.parametrize("kwargs", [{"k1": -1.0}, {"b": 1.5}, {"avg_len": 0.0}])
+def test_one_character_words_are_not_lexical_terms() -> None:
+    # "e.g.", the possessive "s" and initials match many chunks and name no topic; dropping them
+    # raised nDCG@10 on CISI and CACM (BENCHMARKS.md). Two-character words and numbers stay.
+    enc = Bm25SparseEncoder()
+    text = "J. Smith's survey, e.g. of OS 2 and C compilers in 1979"
+    assert enc.tokenize(text) == ["smith", "survey", "os", "compil", "1979"]
+    # They weigh nothing in a query and do not lengthen a document.
+    assert enc.encode_queries(["e.g. compilers"]) == enc.encode_queries(["compilers"])
+    assert enc.encode_documents(["x y z compilers"]) == enc.encode_documents(["compilers"])
+    # The setting can keep them, for a collection where one letter is a name (the C language).
+    keep = Bm25SparseEncoder(min_word_chars=1)
+    assert keep.tokenize("C compilers") == ["c", "compil"]
+
+
+def test_the_verifier_analyzer_keeps_one_character_words() -> None:
+    # Attribution must still see "type 2" or "5 mg": only the lexical encoder drops them.
+    from perimeter.textproc import analyze
+
+    assert analyze("type 2 diabetes, 5 mg") == ["type", "2", "diabet", "5", "mg"]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"k1": -1.0}, {"b": 1.5}, {"avg_len": 0.0}, {"min_word_chars": 0}]
+)
 def test_rejects_bad_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Bm25SparseEncoder(**kwargs)

@@ -38,6 +38,7 @@ class Bm25SparseEncoder:
         avg_len: float = 120.0,
         language: str = "english",
         stopwords: frozenset[str] = ENGLISH_STOPWORDS,
+        min_word_chars: int = 2,
     ) -> None:
         if k1 < 0:
             raise ValueError("k1 must be >= 0")
@@ -48,14 +49,15 @@ class Bm25SparseEncoder:
         self._k1 = k1
         self._b = b
         self._avg_len = avg_len
-        self._analyze = Analyzer(language, stopwords)
+        self._analyze = Analyzer(language, stopwords, min_word_chars)
 
     @property
     def uses_idf_modifier(self) -> bool:
         return True
 
     def tokenize(self, text: str) -> list[str]:
-        """Lowercased words, stop words removed, Snowball-stemmed."""
+        """Lowercased words of at least ``min_word_chars`` characters, stop words removed,
+        Snowball-stemmed."""
         return self._analyze(text)
 
     def term_ids(self, text: str) -> list[int]:

@@ -184,7 +184,8 @@ def _settings_line(settings: Settings) -> str:
     return (
         f"settings: max_tokens={settings.chunking.max_tokens}, "
         f"overlap={settings.chunking.overlap_tokens}; "
-        f"BM25 k1={r.bm25_k1} b={r.bm25_b} avg_len={r.bm25_avg_len}; {fusion}"
+        f"BM25 k1={r.bm25_k1} b={r.bm25_b} avg_len={r.bm25_avg_len} "
+        f"min_word_chars={r.bm25_min_word_chars}; {fusion}"
     )
 
 
