@@ -403,14 +403,29 @@ def doc_ranking(fused: dict[int, float], owner: np.ndarray | None, k: int) -> li
 # -- evaluation ------------------------------------------------------------------------------
 
 
-def evaluate(col: Collection, run_idx: dict[str, list[int]]) -> dict[str, float]:
+def metrics(qrels: dict[str, dict[str, int]], run: Run) -> dict[str, float]:
+    """The harness's metrics (``evaluate_run``) plus nDCG@5: the top 5 is what an answer reads
+    (``retrieval.top_k``), so prefetch depth is judged there too."""
+    from ranx import Qrels
+    from ranx import Run as RanxRun
+    from ranx import evaluate as ranx_evaluate
+
     from perimeter.eval.metrics import evaluate_run
 
+    out = evaluate_run(qrels, run)
+    judged = {q: {d: int(v) for d, v in r.items() if v > 0} for q, r in qrels.items()}
+    judged = {q: r for q, r in judged.items() if r}
+    ranked = {q: dict(run.get(q, {})) or {"\x00none": 0.0} for q in judged}
+    out["ndcg@5"] = float(ranx_evaluate(Qrels(judged), RanxRun(ranked), "ndcg@5"))
+    return out
+
+
+def evaluate(col: Collection, run_idx: dict[str, list[int]]) -> dict[str, float]:
     run = {
         q: {col.doc_ids[d]: float(len(lst) - r) for r, d in enumerate(lst)}
         for q, lst in run_idx.items()
     }
-    return evaluate_run(col.qrels, run)
+    return metrics(col.qrels, run)
 
 
 def baselines(col: Collection, k: int = 100) -> dict[str, dict[str, float]]:
@@ -424,12 +439,10 @@ def baselines(col: Collection, k: int = 100) -> dict[str, dict[str, float]]:
         top = np.argsort(-sims[row])[:k]
         dense[q] = {col.doc_ids[i]: float(sims[row, i]) for i in top}
     fused = bl.rrf_fuse([bm, dense], top_k=k)
-    from perimeter.eval.metrics import evaluate_run
-
     return {
-        "bm25": evaluate_run(col.qrels, bm),
-        "dense": evaluate_run(col.qrels, dense),
-        "rrf": evaluate_run(col.qrels, fused),
+        "bm25": metrics(col.qrels, bm),
+        "dense": metrics(col.qrels, dense),
+        "rrf": metrics(col.qrels, fused),
     }
 
 
@@ -766,6 +779,12 @@ def main(argv: list[str] | None = None) -> None:
         help="dense weights of the convex-combination variants, comma-separated",
     )
     parser.add_argument(
+        "--metric",
+        default="ndcg@10",
+        choices=["ndcg@10", "ndcg@5", "recall@10", "recall@100", "mrr@10"],
+        help="what the table prints and ranks by (the paired view stays on nDCG@10)",
+    )
+    parser.add_argument(
         "--reference",
         default="",
         help="variant name the paired view compares against (default: shipped c<first budget>)",
@@ -808,15 +827,17 @@ def main(argv: list[str] | None = None) -> None:
         results[v.name] = {c.name: run_variant(c, v) for c in cols}
     print(f"{len(vs)} variants in {time.perf_counter() - started:.0f}s")
 
-    def worst(name: str) -> float:
-        return min(results[name][c.name]["ndcg@10"] - base[c.name]["rrf"]["ndcg@10"] for c in cols)
+    m = args.metric
 
-    header = " | ".join(f"{c.name} nDCG@10 (vs rrf)" for c in cols)
+    def worst(name: str) -> float:
+        return min(results[name][c.name][m] - base[c.name]["rrf"][m] for c in cols)
+
+    header = " | ".join(f"{c.name} {m} (vs rrf)" for c in cols)
     print(f"| variant | {header} | worst gain |")
     for name in sorted(results, key=worst, reverse=True):
         cells = " | ".join(
-            f"{results[name][c.name]['ndcg@10']:.4f} "
-            f"({results[name][c.name]['ndcg@10'] - base[c.name]['rrf']['ndcg@10']:+.4f})"
+            f"{results[name][c.name][m]:.4f} "
+            f"({results[name][c.name][m] - base[c.name]['rrf'][m]:+.4f})"
             for c in cols
         )
         print(f"| {name} | {cells} | {worst(name):+.4f} |")
