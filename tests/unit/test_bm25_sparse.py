@@ -105,7 +105,8 @@ def test_unicode_words() -> None:
 
 def test_one_character_words_are_not_lexical_terms() -> None:
     # "e.g.", the possessive "s" and initials match many chunks and name no topic; dropping them
-    # raised nDCG@10 on CISI and CACM (BENCHMARKS.md). Two-character words and numbers stay.
+    # raised nDCG@10 on CISI and CACM (BENCHMARKS.md). Single digits go too; two-character words
+    # and longer numbers stay.
     enc = Bm25SparseEncoder()
     text = "J. Smith's survey, e.g. of OS 2 and C compilers in 1979"
     assert enc.tokenize(text) == ["smith", "survey", "os", "compil", "1979"]
