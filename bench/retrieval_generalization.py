@@ -404,20 +404,11 @@ def doc_ranking(fused: dict[int, float], owner: np.ndarray | None, k: int) -> li
 
 
 def metrics(qrels: dict[str, dict[str, int]], run: Run) -> dict[str, float]:
-    """The harness's metrics (``evaluate_run``) plus nDCG@5: the top 5 is what an answer reads
+    """The harness's metrics plus nDCG@5: the top 5 is what an answer reads
     (``retrieval.top_k``), so prefetch depth is judged there too."""
-    from ranx import Qrels
-    from ranx import Run as RanxRun
-    from ranx import evaluate as ranx_evaluate
-
     from perimeter.eval.metrics import evaluate_run
 
-    out = evaluate_run(qrels, run)
-    judged = {q: {d: int(v) for d, v in r.items() if v > 0} for q, r in qrels.items()}
-    judged = {q: r for q, r in judged.items() if r}
-    ranked = {q: dict(run.get(q, {})) or {"\x00none": 0.0} for q in judged}
-    out["ndcg@5"] = float(ranx_evaluate(Qrels(judged), RanxRun(ranked), "ndcg@5"))
-    return out
+    return evaluate_run(qrels, run, extra=("ndcg@5",))
 
 
 def evaluate(col: Collection, run_idx: dict[str, list[int]]) -> dict[str, float]:
