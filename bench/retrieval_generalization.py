@@ -181,18 +181,19 @@ def analyzer_named(name: str) -> Any:
     Parts, joined by "+": ``keep1`` keeps one-character words (the shipped analyzer before
     2026-12-03; it drops them now, ``retrieval.bm25_min_word_chars`` 2); ``poss`` drops the
     English possessive ('s), as Lucene's EnglishPossessiveFilter does; ``lucene`` uses Lucene's
-    33-word stop set (bm25s's "en"); ``min2`` is the shipped behaviour, named for the tables
-    written before it shipped."""
+    33-word stop set (bm25s's "en")."""
+    from perimeter.settings import RetrievalSettings
     from perimeter.textproc import ENGLISH_STOPWORDS, Analyzer
 
+    shipped_min = RetrievalSettings.model_fields["bm25_min_word_chars"].default
     parts = set(name.split("+")) - {""}
-    unknown = parts - {"poss", "min2", "lucene", "keep1"}
+    unknown = parts - {"poss", "lucene", "keep1"}
     if unknown:
         raise ValueError(f"unknown analyzer parts: {sorted(unknown)}")
     base = Analyzer(
         "english",
         LUCENE_STOPWORDS if "lucene" in parts else ENGLISH_STOPWORDS,
-        1 if "keep1" in parts else 2,
+        1 if "keep1" in parts else shipped_min,
     )
     if "poss" not in parts:
         return base
