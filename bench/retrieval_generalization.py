@@ -134,44 +134,6 @@ def load_collection(name: str, folder: Path, budgets: Sequence[tuple[int, int]])
 # -- lexical side ----------------------------------------------------------------------------
 
 
-# Lucene's EnglishAnalyzer stop set (also bm25s's "en"): 33 words, against the shipped ~150.
-LUCENE_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "for",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "such",
-        "that",
-        "the",
-        "their",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "was",
-        "will",
-        "with",
-    ]
-)
 _POSSESSIVE = re.compile(r"(?<=\w)['\u2019][sS]\b")
 
 
@@ -182,6 +144,10 @@ def analyzer_named(name: str) -> Any:
     2026-12-03; it drops them now, ``retrieval.bm25_min_word_chars`` 2); ``poss`` drops the
     English possessive ('s), as Lucene's EnglishPossessiveFilter does; ``lucene`` uses Lucene's
     33-word stop set (bm25s's "en")."""
+    # Lucene's EnglishAnalyzer stop set, 33 words (the shipped list has about 150), as bm25s
+    # ships it for its "en" option.
+    from bm25s.stopwords import STOPWORDS_EN
+
     from perimeter.settings import RetrievalSettings
     from perimeter.textproc import ENGLISH_STOPWORDS, Analyzer
 
@@ -192,7 +158,7 @@ def analyzer_named(name: str) -> Any:
         raise ValueError(f"unknown analyzer parts: {sorted(unknown)}")
     base = Analyzer(
         "english",
-        LUCENE_STOPWORDS if "lucene" in parts else ENGLISH_STOPWORDS,
+        frozenset(STOPWORDS_EN) if "lucene" in parts else ENGLISH_STOPWORDS,
         1 if "keep1" in parts else shipped_min,
     )
     if "poss" not in parts:
@@ -745,6 +711,8 @@ def bootstrap_interval(diffs: Sequence[float], resamples: int = 2000) -> tuple[f
 
 
 def main(argv: list[str] | None = None) -> None:
+    from perimeter.eval.metrics import METRICS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", action="append", required=True, help="NAME=BEIR_DIR")
     parser.add_argument("--chunks", default="200:40", help="max:overlap budgets, comma-separated")
@@ -773,7 +741,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--metric",
         default="ndcg@10",
-        choices=["ndcg@10", "ndcg@5", "recall@10", "recall@100", "mrr@10"],
+        choices=[*METRICS, "ndcg@5"],
         help="what the table prints and ranks by (the paired view stays on nDCG@10)",
     )
     parser.add_argument(
